@@ -1,0 +1,37 @@
+"""Settings shared by the CLI and the server: flags and RADIXGATE_* environment variables."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def cache_dir() -> Path:
+    """Where radixgate keeps what it builds or fetches once: tokenizer files, the default model."""
+    root = os.environ.get("RADIXGATE_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "radixgate")
+    path = Path(root)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@dataclass(slots=True)
+class ServeConfig:
+    model: str | None = None          # a checkpoint directory; None means the embedded demo model
+    host: str = "127.0.0.1"
+    port: int = 8000
+    device: str = "auto"              # auto | cpu | cuda | cuda:N
+    dtype: str = "auto"               # auto | float32 | float16 | bfloat16
+    served_model_name: str | None = None
+
+    @classmethod
+    def from_env(cls, **flags) -> "ServeConfig":
+        """Flags win over RADIXGATE_<FIELD> environment variables, which win over defaults."""
+        cfg = cls()
+        for name in cls.__dataclass_fields__:
+            env = os.environ.get(f"RADIXGATE_{name.upper()}")
+            if env is not None:
+                setattr(cfg, name, type(getattr(cfg, name))(env) if getattr(cfg, name) is not None else env)
+            if flags.get(name) is not None:
+                setattr(cfg, name, flags[name])
+        return cfg
