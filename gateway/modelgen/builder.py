@@ -17,16 +17,13 @@ from safetensors.torch import save_file
 from tokenizers import Tokenizer as RawTokenizer
 
 from gateway.modelgen.shapes import ModelShape
-from gateway.modelgen.tokenizer_files import write_tokenizer_files
+from gateway.modelgen.tokenizer_files import special_token_ids, write_tokenizer_files
 
 ARCHITECTURE = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM"}
-END_TOKENS = {"llama": ("<|end_of_text|>", "<|eom_id|>", "<|eot_id|>"), "qwen2": ("<|im_end|>", "<|endoftext|>"),
-              "qwen3": ("<|im_end|>", "<|endoftext|>")}
-BOS_TOKEN = {"llama": "<|begin_of_text|>"}
 DTYPE_NAMES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
-def model_config(shape: ModelShape, vocab_size: int, dtype: str, bos: int | None, eos: list[int]) -> dict:
+def model_config(shape: ModelShape, vocab_size: int, dtype: str, tokens: dict) -> dict:
     head_dim = shape.head_dim or shape.hidden_size // shape.num_heads
     cfg = {
         "architectures": [ARCHITECTURE[shape.family]],
@@ -45,8 +42,7 @@ def model_config(shape: ModelShape, vocab_size: int, dtype: str, bos: int | None
         "rope_scaling": shape.rope_scaling,
         "tie_word_embeddings": shape.tie_word_embeddings,
         "torch_dtype": dtype,
-        "bos_token_id": bos,
-        "eos_token_id": eos[0] if len(eos) == 1 else eos,
+        **tokens,
         "initializer_range": 0.02,
         "use_cache": True,
     }
@@ -133,12 +129,11 @@ def make_model(shape: ModelShape, dest: str | Path, dtype: str = "float32", seed
         source = write_tokenizer_files(shape.family, tmp, tokenizer)
         raw = RawTokenizer.from_file(str(tmp / "tokenizer.json"))
         vocab_size = -(-raw.get_vocab_size(with_added_tokens=True) // 64) * 64
-        eos = [i for t in END_TOKENS[shape.family] if (i := raw.token_to_id(t)) is not None]
-        bos = raw.token_to_id(BOS_TOKEN[shape.family]) if shape.family in BOS_TOKEN else None
-        cfg = model_config(shape, vocab_size, dtype, bos, eos)
+        tokens = special_token_ids(tmp)
+        cfg = model_config(shape, vocab_size, dtype, tokens)
         cfg["radixgate"] = {"random_weights": True, "seed": seed, "tokenizer": source}
         (tmp / "config.json").write_text(json.dumps(cfg, indent=2))
-        gen_cfg = {"bos_token_id": bos, "eos_token_id": eos, "do_sample": False}
+        gen_cfg = {**tokens, "do_sample": False}
         (tmp / "generation_config.json").write_text(json.dumps(gen_cfg, indent=2))
         tensor_dtype = DTYPE_NAMES[dtype]
         tensors = list(checkpoint_tensors(shape, vocab_size, tensor_dtype, seed))
