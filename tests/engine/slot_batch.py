@@ -10,12 +10,13 @@ from gateway.engine.models import ModelConfig, load_model
 
 
 class SlotBatch:
-    def __init__(self, path, dtype=torch.float32, num_slots=1024, max_len=256, seed=0):
+    def __init__(self, path, dtype=torch.float32, device="cpu", num_slots=1024, max_len=256, seed=0):
         self.cfg = ModelConfig.from_dir(path)
-        self.pool = KVPool(self.cfg.num_layers, num_slots, self.cfg.num_kv_heads, self.cfg.head_dim, dtype, "cpu")
+        self.device = torch.device(device)
+        self.pool = KVPool(self.cfg.num_layers, num_slots, self.cfg.num_kv_heads, self.cfg.head_dim, dtype, self.device)
         self.pool.alloc(num_slots // 3)            # start with a fragmented pool: slots are not contiguous
         self.backend = TorchAttention(self.pool)
-        self.model = load_model(path, self.cfg, self.backend, torch.device("cpu"), dtype)
+        self.model = load_model(path, self.cfg, self.backend, self.device, dtype)
         self.max_len = max_len
         self.rows: list[list[int]] = []            # slot ids of each sequence's tokens
         self.gen = torch.Generator().manual_seed(seed)
@@ -32,13 +33,13 @@ class SlotBatch:
             slots = self.pool.alloc(len(pieces[s]))
             order = torch.randperm(len(slots), generator=self.gen).tolist()
             self.rows[s] += [slots[i] for i in order]
-        table = torch.zeros(len(seqs), self.max_len, dtype=torch.int32)
+        table = torch.zeros(len(seqs), self.max_len, dtype=torch.int32, device=self.device)
         for i, s in enumerate(seqs):
-            table[i, :len(self.rows[s])] = torch.tensor(self.rows[s])
+            table[i, :len(self.rows[s])] = torch.tensor(self.rows[s], device=self.device)
         seq_lens = [len(self.rows[s]) for s in seqs]
         ext = [len(pieces[s]) for s in seqs]
         self.backend.prepare(AttentionMetadata.build(seq_lens, ext, table))
-        ids = torch.cat([pieces[s] for s in seqs])
-        positions = torch.cat([torch.arange(L - e, L) for L, e in zip(seq_lens, ext)])
-        logits = self.model.compute_logits(self.model(ids, positions)).float()
+        ids = torch.cat([pieces[s] for s in seqs]).to(self.device)
+        positions = torch.cat([torch.arange(L - e, L) for L, e in zip(seq_lens, ext)]).to(self.device)
+        logits = self.model.compute_logits(self.model(ids, positions)).float().cpu()
         return dict(zip(seqs, logits.split(ext)))

@@ -1,9 +1,6 @@
 """Our model code against transformers' own implementation on the same checkpoint directory."""
 from __future__ import annotations
 
-import json
-import shutil
-
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
@@ -19,22 +16,6 @@ def rel_err(ours: torch.Tensor, ref: torch.Tensor) -> float:
     return ((ours - ref).abs().max() / ref.abs().max()).item()
 
 
-@pytest.fixture(scope="module")
-def model_dirs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("models")
-    dirs = {name: make_model(PRESETS[f"tiny-{name}"], root / name, tokenizer="trained") for name in ("llama", "qwen2", "qwen3")}
-    # Llama with biases on every attention projection, and Mistral with a window shorter than the prompts.
-    dirs["llama-bias"] = make_model(PRESETS["tiny-llama"].with_overrides(attention_bias=True), root / "llama-bias",
-                                    tokenizer="trained", seed=1)
-    mistral = root / "mistral"
-    shutil.copytree(dirs["llama"], mistral)
-    cfg = json.loads((mistral / "config.json").read_text())
-    cfg |= {"architectures": ["MistralForCausalLM"], "model_type": "mistral", "sliding_window": 8, "rope_scaling": None}
-    (mistral / "config.json").write_text(json.dumps(cfg))
-    dirs["mistral"] = mistral
-    return dirs
-
-
 def workload(vocab: int):
     """A ragged batch of prompts (the last one prefilled in two chunks), then random decode tokens."""
     gen = torch.Generator().manual_seed(0)
@@ -42,9 +23,9 @@ def workload(vocab: int):
     return prompts, torch.randint(vocab, (DECODE_STEPS, len(prompts)), generator=gen)
 
 
-def run_ours(path, dtype) -> list[torch.Tensor]:
+def run_ours(path, dtype, device="cpu") -> list[torch.Tensor]:
     """Logits of every position of every sequence, reading all earlier K/V from the slot pool."""
-    ours = SlotBatch(path, dtype=dtype)
+    ours = SlotBatch(path, dtype=dtype, device=device)
     prompts, steps = workload(ours.cfg.vocab_size)
     seqs = [ours.add() for _ in prompts]
     first = ours.extend({s: p[:-15] if s == 3 else p for s, p in zip(seqs, prompts)})
@@ -57,18 +38,19 @@ def run_ours(path, dtype) -> list[torch.Tensor]:
 
 
 @torch.inference_mode()
-def run_transformers(path, dtype) -> list[torch.Tensor]:
-    hf = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation="eager").eval()
+def run_transformers(path, dtype, device="cpu") -> list[torch.Tensor]:
+    hf = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation="eager").eval().to(device)
     prompts, steps = workload(hf.config.vocab_size)
+    steps = steps.to(device)
     logits = []
     for s, prompt in enumerate(prompts):
-        out = hf(prompt[None], use_cache=True)
+        out = hf(prompt[None].to(device), use_cache=True)
         seq, cache = [out.logits[0].float()], out.past_key_values
         for tokens in steps:
             out = hf(tokens[s].view(1, 1), past_key_values=cache, use_cache=True)
             seq.append(out.logits[0].float())
             cache = out.past_key_values
-        logits.append(torch.cat(seq))
+        logits.append(torch.cat(seq).cpu())
     return logits
 
 
