@@ -1,0 +1,131 @@
+"""The internal contract between the HTTP API and whatever generates: the local engine, an upstream
+proxy, or a router over several of them. The API never knows which Backend it holds."""
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+class InvalidRequest(ValueError):
+    """A request a backend cannot serve as asked; `param` names the offending field (HTTP 400)."""
+
+    def __init__(self, message: str, param: str | None = None):
+        super().__init__(message)
+        self.param = param
+
+
+@dataclass(slots=True)
+class SamplingParams:
+    max_tokens: int | None = None          # None: up to the context length
+    temperature: float = 1.0               # 0: greedy
+    top_p: float = 1.0
+    top_k: int = 0                         # 0: off
+    min_p: float = 0.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    repetition_penalty: float = 1.0
+    logit_bias: dict[int, float] = field(default_factory=dict)
+    seed: int | None = None
+    stop: list[str] = field(default_factory=list)
+    stop_token_ids: list[int] = field(default_factory=list)
+    ignore_eos: bool = False
+    logprobs: bool = False
+    top_logprobs: int = 0
+    skip_special_tokens: bool = True
+
+    def __post_init__(self) -> None:
+        def check(ok: bool, param: str, rule: str) -> None:
+            if not ok:
+                raise InvalidRequest(f"{param} {rule}, got {getattr(self, param)!r}", param)
+        check(self.max_tokens is None or self.max_tokens >= 0, "max_tokens", "must be >= 0")
+        check(self.temperature >= 0, "temperature", "must be >= 0")
+        check(0 < self.top_p <= 1, "top_p", "must be in (0, 1]")
+        check(self.top_k >= 0 or self.top_k == -1, "top_k", "must be >= 0 (or -1 for off)")
+        check(0 <= self.min_p <= 1, "min_p", "must be in [0, 1]")
+        check(-2 <= self.presence_penalty <= 2, "presence_penalty", "must be in [-2, 2]")
+        check(-2 <= self.frequency_penalty <= 2, "frequency_penalty", "must be in [-2, 2]")
+        check(self.repetition_penalty > 0, "repetition_penalty", "must be > 0")
+        check(0 <= self.top_logprobs <= 20, "top_logprobs", "must be in [0, 20]")
+        check(all(-100 <= b <= 100 for b in self.logit_bias.values()), "logit_bias", "values must be in [-100, 100]")
+        if self.top_k == -1:
+            self.top_k = 0
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0 or self.top_k == 1
+
+
+@dataclass(slots=True)
+class Constraint:
+    """Structured output: kind is json_schema | json_object | regex | choice | tools."""
+    kind: str
+    spec: Any = None
+
+
+@dataclass(slots=True)
+class GenerateRequest:
+    request_id: str
+    params: SamplingParams = field(default_factory=SamplingParams)
+    prompt: str | None = None                       # exactly one of prompt, messages, prompt_token_ids
+    messages: list[dict] | None = None
+    prompt_token_ids: list[int] | None = None
+    tools: list[dict] | None = None
+    chat_template_kwargs: dict = field(default_factory=dict)
+    n: int = 1
+    constraint: Constraint | None = None
+    program: list[dict] | None = None
+    namespace: str = ""                             # radix-cache tenant: API key or cache_salt
+
+    def __post_init__(self) -> None:
+        given = sum(x is not None for x in (self.prompt, self.messages, self.prompt_token_ids))
+        if given != 1:
+            raise InvalidRequest("exactly one of prompt, messages and prompt_token_ids must be given", "prompt")
+        if self.n < 1:
+            raise InvalidRequest(f"n must be >= 1, got {self.n}", "n")
+
+
+@dataclass(slots=True)
+class TokenLogprob:
+    token_id: int
+    token: str
+    logprob: float
+    top: list[tuple[int, str, float]] = field(default_factory=list)   # (token_id, token, logprob)
+
+
+@dataclass(slots=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(slots=True)
+class Delta:
+    """New output of one choice. A choice's last Delta has finish_reason set; the request's very
+    last Delta also carries the Usage summed over its choices."""
+    index: int = 0
+    text: str = ""
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[TokenLogprob] | None = None
+    finish_reason: str | None = None               # stop | length | abort | tool_calls
+    usage: Usage | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelCard:
+    id: str
+    owned_by: str = "radixgate"
+    created: int = 0
+    max_context: int | None = None
+
+
+class Backend(Protocol):
+    def generate(self, req: GenerateRequest) -> AsyncIterator[Delta]: ...
+    def models(self) -> list[ModelCard]: ...
+    async def health(self) -> dict: ...
+    async def abort(self, request_id: str) -> None: ...
