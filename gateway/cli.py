@@ -31,12 +31,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import torch
     import uvicorn
 
-    from gateway.api.app import ModelCard, create_app
+    from gateway.api.app import create_app
     from gateway.engine.attention import TorchAttention
     from gateway.engine.kv_pool import KVPool
     from gateway.engine.models import ModelConfig, load_model, resolve_dtype
     from gateway.engine.tokenizer import Tokenizer
     from gateway.modelgen.default_model import DEFAULT_MODEL_NAME, default_model_dir
+    from gateway.protocol import ModelCard
 
     cfg = ServeConfig.from_env(model=args.model, host=args.host, port=args.port, device=args.device,
                                dtype=args.dtype, served_model_name=args.served_model_name)

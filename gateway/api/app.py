@@ -6,24 +6,17 @@ answers 404 in the OpenAI error envelope, as OpenAI does for an unknown route.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from gateway.protocol import ModelCard
 
-@dataclass(frozen=True, slots=True)
-class ModelCard:
-    id: str
-    owned_by: str = "radixgate"
-    created: int = 0
-    description: str = ""
 
-    def to_openai(self) -> dict:
-        return {"id": self.id, "object": "model", "created": self.created or int(time.time()),
-                "owned_by": self.owned_by}
+def model_object(card: ModelCard) -> dict:
+    return {"id": card.id, "object": "model", "created": card.created or int(time.time()), "owned_by": card.owned_by}
 
 
 def error(status: int, message: str, type_: str, param: str | None = None, code: str | None = None) -> JSONResponse:
@@ -37,14 +30,14 @@ def create_app(models: list[ModelCard]) -> Starlette:
         return JSONResponse({"status": "ok", "models": [m.id for m in models]})
 
     async def list_models(_: Request) -> JSONResponse:
-        return JSONResponse({"object": "list", "data": [m.to_openai() for m in models]})
+        return JSONResponse({"object": "list", "data": [model_object(m) for m in models]})
 
     async def get_model(request: Request) -> JSONResponse:
         card = by_id.get(request.path_params["model"])
         if card is None:
             return error(404, f"The model '{request.path_params['model']}' does not exist", "invalid_request_error",
                          "model", "model_not_found")
-        return JSONResponse(card.to_openai())
+        return JSONResponse(model_object(card))
 
     async def not_found(request: Request, _exc) -> JSONResponse:
         return error(404, f"Unknown request URL: {request.method} {request.url.path}", "invalid_request_error",
