@@ -1,0 +1,258 @@
+"""The local engine: a step loop in its own thread and the async Backend front the API talks to.
+
+The HTTP event loop never runs model work. `generate` tokenizes in a worker thread, hands the
+request to the engine thread through a queue, and awaits Deltas that the engine thread puts on an
+asyncio queue with `call_soon_threadsafe`. Cancelling the iterator (a client went away) aborts
+the request, which frees its memory at the next step boundary.
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import queue
+import threading
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import TypeVar
+
+import torch
+
+from gateway.engine.radix_cache import RadixCache
+from gateway.engine.request import Req, ReqGroup
+from gateway.engine.runner import ModelRunner
+from gateway.engine.sampler import Sampler, SamplingRow
+from gateway.engine.scheduler import Batch, Scheduler
+from gateway.engine.stop import StopStrings
+from gateway.engine.tokenizer import Tokenizer
+from gateway.protocol import Delta, GenerateRequest, InvalidRequest, ModelCard, TokenLogprob
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class Engine:
+    def __init__(self, path: str | Path, *, name: str | None = None, device: str = "auto", dtype: str = "auto",
+                 kv_slots: int = 16384, max_running: int = 256, chunk_tokens: int = 2048,
+                 max_context: int | None = None, radix: bool = True, debug_checks: bool = False):
+        self.name = name or Path(path).name
+        dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                           "cpu" if device == "auto" else device)
+        self.tokenizer = Tokenizer.from_dir(path)
+        self.runner = ModelRunner(path, dev, dtype, kv_slots, max_running, max_context)
+        self.cache = RadixCache(self.runner.pool, enabled=radix)
+        self.scheduler = Scheduler(self.runner.pool, self.runner.req_pool, self.cache, max_running=max_running,
+                                   chunk_tokens=chunk_tokens)
+        self.sampler = Sampler(self.runner.cfg.vocab_size, dev)
+        self.debug_checks = debug_checks
+        self._groups: dict[str, list[Req]] = {}
+        self._inbox: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="radixgate-engine", daemon=True)
+        self._thread.start()
+
+    # ----- Backend -----------------------------------------------------------------------------
+
+    def models(self) -> list[ModelCard]:
+        return [ModelCard(self.name, max_context=self.runner.max_context)]
+
+    async def health(self) -> dict:
+        return {"status": "ok" if self._thread.is_alive() else "down", "running": len(self.scheduler.running),
+                "waiting": len(self.scheduler.waiting)}
+
+    async def abort(self, request_id: str) -> None:
+        self._inbox.put(lambda: self._abort(request_id))
+
+    async def generate(self, req: GenerateRequest) -> AsyncIterator[Delta]:
+        self.sampler.validate(req.params)
+        prompt_ids = await asyncio.to_thread(self._prompt_ids, req)
+        max_new = self._max_new_tokens(req, len(prompt_ids))
+        loop = asyncio.get_running_loop()
+        deltas: asyncio.Queue[Delta | BaseException] = asyncio.Queue()
+
+        def emit(delta: Delta | BaseException) -> None:
+            try:
+                loop.call_soon_threadsafe(deltas.put_nowait, delta)
+            except RuntimeError:                  # the client's event loop is gone: nobody listens
+                self._inbox.put(lambda: self._abort(req.request_id))
+
+        group = ReqGroup(req.request_id, len(prompt_ids), emit, open_choices=req.n)
+        reqs = [self._make_req(req, group, i, prompt_ids, max_new) for i in range(req.n)]
+        self._inbox.put(lambda: self._add(reqs))
+        finished = False
+        try:
+            while not finished:
+                delta = await deltas.get()
+                if isinstance(delta, BaseException):
+                    raise delta
+                finished = delta.usage is not None
+                yield delta
+        finally:
+            if not finished:
+                self._inbox.put(lambda: self._abort(req.request_id))
+
+    def call(self, fn: Callable[[], T]) -> T:
+        """Run fn on the engine thread between two steps and return its result (blocking)."""
+        done: concurrent.futures.Future = concurrent.futures.Future()
+
+        def task() -> None:
+            try:
+                done.set_result(fn())
+            except BaseException as exc:
+                done.set_exception(exc)
+
+        self._inbox.put(task)
+        return done.result(timeout=60)
+
+    def shutdown(self) -> None:
+        self._stop.set()
+        self._inbox.put(lambda: None)
+        self._thread.join(timeout=30)
+
+    # ----- request preparation (caller's thread) -------------------------------------------------
+
+    def _prompt_ids(self, req: GenerateRequest) -> list[int]:
+        if req.prompt_token_ids is not None:
+            ids = list(req.prompt_token_ids)
+            if any(not 0 <= t < self.runner.cfg.vocab_size for t in ids):
+                raise InvalidRequest("prompt contains token ids outside the vocabulary", "prompt")
+        elif req.messages is not None:
+            ids = self.tokenizer.encode_chat(req.messages, req.tools, True, **req.chat_template_kwargs)
+        else:
+            ids = self.tokenizer.encode(req.prompt, add_special_tokens=True)
+        if not ids:
+            raise InvalidRequest("the prompt is empty", "prompt")
+        return ids
+
+    def _max_new_tokens(self, req: GenerateRequest, prompt_len: int) -> int:
+        limit = min(self.runner.max_context, self.runner.pool.num_slots - 1)
+        asked = req.params.max_tokens
+        param = "messages" if req.messages is not None else "prompt"
+        if prompt_len >= limit or (asked is not None and prompt_len + asked > limit):
+            raise InvalidRequest(f"This model's maximum context length is {limit} tokens. However, you requested "
+                                 f"{prompt_len + (asked or 0)} tokens ({prompt_len} in the {param}, {asked or 0} in "
+                                 f"the completion). Please reduce the length of the {param} or completion.", param)
+        return limit - prompt_len if asked is None else asked
+
+    def _make_req(self, req: GenerateRequest, group: ReqGroup, index: int, prompt_ids: list[int], max_new: int) -> Req:
+        p = req.params
+        stop_ids = frozenset(p.stop_token_ids) | (frozenset() if p.ignore_eos else self.tokenizer.eos_token_ids)
+        seed = None if p.seed is None else p.seed + index
+        return Req(rid=f"{req.request_id}/{index}", group=group, index=index, namespace=req.namespace,
+                   prompt_ids=list(prompt_ids), params=p, max_new_tokens=max_new, stop_ids=stop_ids,
+                   detok=self.tokenizer.detokenizer(p.skip_special_tokens), stops=StopStrings(p.stop),
+                   generator=self.sampler.generator_for(seed))
+
+    # ----- the engine thread -----------------------------------------------------------------------
+
+    def _add(self, reqs: list[Req]) -> None:
+        for r in reqs[1:]:
+            r.after = reqs[0]                 # siblings share the prompt: compute it once
+        self._groups[reqs[0].group.request_id] = reqs
+        for r in reqs:
+            if r.max_new_tokens == 0:
+                self._finish(r, "length", "")
+            else:
+                self.scheduler.add(r)
+
+    def _abort(self, request_id: str) -> None:
+        for r in self._groups.get(request_id, []):
+            if r.finish_reason is None:
+                self.scheduler.finish(r, "abort")
+                self._finish(r, "abort", "")
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._drain_inbox(block=not self.scheduler.has_work)
+                if self.scheduler.has_work:
+                    self.step()
+            except Exception as exc:  # a bug must not take the server down: fail what is in flight
+                log.exception("engine step failed")
+                self._fail_all(exc)
+
+    def _drain_inbox(self, block: bool) -> None:
+        try:
+            task = self._inbox.get(timeout=0.5) if block else self._inbox.get_nowait()
+            while True:
+                task()
+                task = self._inbox.get_nowait()
+        except queue.Empty:
+            pass
+
+    def step(self) -> None:
+        batch = self.scheduler.schedule()
+        for r in self.scheduler.ended:
+            self._finish(r, r.finish_reason, self._held_text(r)[0])
+        self.scheduler.ended.clear()
+        if batch is None:
+            return
+        if self.debug_checks:
+            self.scheduler.check_integrity(pending=batch)
+        logits = self.runner.forward(batch)
+        sampling = [i for i in range(len(batch.reqs)) if batch.samples(i)]
+        self.scheduler.commit(batch)
+        if sampling:
+            self._sample(batch, sampling, logits[sampling])
+        if self.debug_checks:
+            self.scheduler.check_integrity()
+
+    def _sample(self, batch: Batch, sampling: list[int], logits: torch.Tensor) -> None:
+        reqs = [batch.reqs[i] for i in sampling]
+        rows = [SamplingRow(r.params, r.prompt_ids, r.output_ids, r.generator) for r in reqs]
+        out = self.sampler.sample(logits, rows)
+        for j, r in enumerate(reqs):
+            if batch.is_prefill:
+                self.scheduler.promote(r)
+            self._append(r, out.token_ids[j], self._logprob(out, j, r))
+
+    def _logprob(self, out, j: int, r: Req) -> TokenLogprob | None:
+        if not r.params.logprobs:
+            return None
+        piece = self.tokenizer.decode
+        token = out.token_ids[j]
+        top = [(t, piece([t]), lp) for t, lp in (out.top_logprobs[j] if out.top_logprobs else [])]
+        return TokenLogprob(token, piece([token]), out.logprobs[j], top)
+
+    def _append(self, r: Req, token: int, logprob: TokenLogprob | None) -> None:
+        r.output_ids.append(token)
+        text, hit = ("", False) if token in r.stop_ids else r.stops.feed(r.detok.push([token]))
+        ended = hit or token in r.stop_ids or len(r.output_ids) >= r.max_new_tokens
+        if not ended:
+            r.group.emit(Delta(r.index, text, [token], [logprob] if logprob else None))
+            return
+        reason = "stop" if hit or token in r.stop_ids else "length"
+        if not hit:
+            tail, hit = self._held_text(r)
+            text, reason = text + tail, "stop" if hit else reason
+        self.scheduler.finish(r, reason)
+        self._finish(r, reason, text, [token], logprob)
+
+    @staticmethod
+    def _held_text(r: Req) -> tuple[str, bool]:
+        """At the end: the text held back for a partial character or a possible stop string."""
+        tail, hit = r.stops.feed(r.detok.flush())
+        return (tail, True) if hit else (tail + r.stops.flush(), False)
+
+    def _finish(self, r: Req, reason: str, text: str, tokens: list[int] = (), logprob: TokenLogprob | None = None):
+        r.finish_reason = reason
+        g = r.group
+        g.usage.completion_tokens += len(r.output_ids)
+        if r.index == 0:
+            g.usage.cached_tokens = r.first_hit or 0
+        g.open_choices -= 1
+        usage = None
+        if g.open_choices == 0:
+            g.usage.prompt_tokens = g.prompt_len
+            usage = g.usage
+            self._groups.pop(g.request_id, None)
+        g.emit(Delta(r.index, text, list(tokens), [logprob] if logprob else None, reason, usage))
+
+    def _fail_all(self, exc: Exception) -> None:
+        for reqs in list(self._groups.values()):
+            for r in reqs:
+                if r.finish_reason is None:
+                    self.scheduler.finish(r, "abort")
+            reqs[0].group.emit(exc)
+        self._groups.clear()
+        self.scheduler.reclaim()

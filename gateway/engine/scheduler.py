@@ -1,0 +1,209 @@
+"""Continuous batching over the KV pool and the radix cache.
+
+Each step is either an extend (chunked prefill of admitted requests, under a token budget) or a
+decode of every running request. Waiting requests are admitted longest-cached-prefix first, except
+that one waiting longer than `max_wait_steps` goes first whatever its prefix (aging guard). When a
+decode finds no free slot even after evicting the cache, the requests with the least progress are
+retracted: their computed K/V goes into the tree, so resuming them later recomputes little.
+
+All freeing goes through `_release`: a request's tokens are inserted into the tree, duplicates
+freed, its lock dropped and its row returned, whether it finished, was aborted or was retracted.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from gateway.engine.kv_pool import KVPool, ReqToTokenPool
+from gateway.engine.radix_cache import RadixCache
+from gateway.engine.request import Req
+
+
+@dataclass(slots=True)
+class Batch:
+    reqs: list[Req]
+    extend_lens: list[int]
+    is_prefill: bool
+
+    def samples(self, i: int) -> bool:
+        """Whether request i's last new token yields the next output token (its prefill is done)."""
+        r = self.reqs[i]
+        return r.kv_len + self.extend_lens[i] == r.seq_len
+
+
+class Scheduler:
+    def __init__(self, pool: KVPool, req_pool: ReqToTokenPool, cache: RadixCache, *, max_running: int = 256,
+                 chunk_tokens: int = 2048, decode_reserve: int = 8, max_wait_steps: int = 64):
+        self.pool, self.req_pool, self.cache = pool, req_pool, cache
+        self.max_running, self.chunk_tokens = max_running, chunk_tokens
+        self.decode_reserve, self.max_wait_steps = decode_reserve, max_wait_steps
+        self.waiting: list[Req] = []
+        self.prefilling: list[Req] = []
+        self.running: list[Req] = []
+        self.step_no = 0
+        self.retractions = 0
+        self.ended: list[Req] = []          # finished by the scheduler itself; the engine reports them
+
+    @property
+    def has_work(self) -> bool:
+        return bool(self.waiting or self.prefilling or self.running)
+
+    def add(self, req: Req) -> None:
+        req.arrival = self.step_no
+        self.waiting.append(req)
+
+    # ----- building a step -------------------------------------------------------------------
+
+    def schedule(self) -> Batch | None:
+        self.step_no += 1
+        batch = self._prefill_batch()
+        return batch if batch.reqs else self._decode_batch()
+
+    def _prefill_batch(self) -> Batch:
+        batch, budget = Batch([], [], True), self.chunk_tokens
+        for r in self.prefilling:                      # chunked prefills in progress continue first
+            ext = min(r.seq_len - r.kv_len, budget)
+            if ext <= 0 or not self._extend_row(r, ext):
+                break
+            batch.reqs.append(r)
+            batch.extend_lens.append(ext)
+            budget -= ext
+        for r in self._admission_order():
+            if budget <= 0 or len(self.prefilling) + len(self.running) >= self.max_running:
+                break
+            ext = self._admit(r, budget)
+            if ext == 0:
+                break
+            batch.reqs.append(r)
+            batch.extend_lens.append(ext)
+            budget -= ext
+        return batch
+
+    def _admission_order(self) -> list[Req]:
+        ready = [r for r in self.waiting if r.after is None or r.after.prefilled][:128]
+        if self.cache.enabled and len(ready) > 1:
+            hit = {id(r): self.cache.match_prefix(r.namespace, r.tokens[:-1]).length for r in ready}
+            ready.sort(key=lambda r: (self.step_no - r.arrival <= self.max_wait_steps, -hit[id(r)], r.arrival))
+        return ready
+
+    def _admit(self, r: Req, budget: int) -> int:
+        """Give r a row, its cached prefix and slots for its first chunk; 0 if memory says not now."""
+        if self.req_pool.available == 0:
+            return 0
+        match = self.cache.match_prefix(r.namespace, r.tokens[:-1])
+        ext = min(r.seq_len - match.length, budget)
+        self.cache.lock(match.node)
+        reserve = self.decode_reserve * len(self.running)
+        if self.pool.available + self.cache.evictable_size < ext + reserve:
+            self.cache.unlock(match.node)
+            return 0
+        r.row, r.node = self.req_pool.alloc(), match.node
+        if match.length:
+            self.req_pool.table[r.row, :match.length] = torch.tensor(match.slots, dtype=torch.int32)
+        r.cached_len = r.kv_len = match.length
+        if r.first_hit is None:
+            r.first_hit = match.length
+        assert self._extend_row(r, ext), "availability was checked above"
+        self.waiting.remove(r)
+        self.prefilling.append(r)
+        return ext
+
+    def _decode_batch(self) -> Batch | None:
+        while self.running and self.pool.available + self.cache.evictable_size < len(self.running):
+            victims = self.prefilling + self.running
+            if len(victims) == 1:                 # the pool cannot hold this request alone: it ends here
+                self.finish(victims[0], "length")
+                self.ended.append(victims[0])
+                break
+            self._retract(min(victims, key=lambda r: (len(r.output_ids), -r.arrival)))
+        if not self.running:
+            return None
+        reqs = list(self.running)
+        for r in reqs:
+            assert self._extend_row(r, 1)
+        return Batch(reqs, [1] * len(reqs), False)
+
+    def _extend_row(self, r: Req, n: int) -> bool:
+        """Allocate slots for r's next n tokens into its row (evicting cached leaves if needed)."""
+        if self.pool.available < n:
+            self.cache.evict(n - self.pool.available)
+        slots = self.pool.alloc(n)
+        if slots is None:
+            return False
+        self.req_pool.table[r.row, r.kv_len:r.kv_len + n] = torch.tensor(slots, dtype=torch.int32)
+        return True
+
+    # ----- after the forward -----------------------------------------------------------------
+
+    def commit(self, batch: Batch) -> None:
+        """The batch's K/V is computed: advance each request and share finished prefill chunks."""
+        for r, ext in zip(batch.reqs, batch.extend_lens):
+            r.kv_len += ext
+            if batch.is_prefill and self.cache.enabled:
+                self._cache_prefix(r)
+
+    def promote(self, r: Req) -> None:
+        """r sampled its first token after prefill: from now on it decodes."""
+        self.prefilling.remove(r)
+        self.running.append(r)
+
+    def _cache_prefix(self, r: Req) -> None:
+        """Move r's computed tokens into the tree now, so concurrent requests can share them."""
+        slots = self.req_pool.table[r.row, :r.kv_len].tolist()
+        self.cache.insert_and_release(r.namespace, r.tokens[:r.kv_len], slots, r.cached_len)
+        match = self.cache.match_prefix(r.namespace, r.tokens[:r.kv_len])
+        assert match.length == r.kv_len, (match.length, r.kv_len)
+        self.req_pool.table[r.row, r.cached_len:r.kv_len] = torch.tensor(match.slots[r.cached_len:], dtype=torch.int32)
+        self.cache.lock(match.node)
+        self.cache.unlock(r.node)
+        r.node, r.cached_len = match.node, r.kv_len
+
+    # ----- leaving ---------------------------------------------------------------------------
+
+    def finish(self, r: Req, reason: str) -> None:
+        r.finish_reason = reason
+        for queue in (self.waiting, self.prefilling, self.running):
+            if r in queue:
+                queue.remove(r)
+        if r.row is not None:
+            self._release(r)
+
+    def _retract(self, r: Req) -> None:
+        (self.running if r in self.running else self.prefilling).remove(r)
+        self._release(r)
+        self.waiting.insert(0, r)
+        self.retractions += 1
+
+    def _release(self, r: Req) -> None:
+        slots = self.req_pool.table[r.row, :r.kv_len].tolist()
+        self.cache.insert_and_release(r.namespace, r.tokens[:r.kv_len], slots, r.cached_len)
+        self.cache.unlock(r.node)
+        self.req_pool.free(r.row)
+        r.row, r.node, r.cached_len, r.kv_len = None, None, 0, 0
+
+    def reclaim(self) -> None:
+        """After a failed step with every request finished: drop the cache and free any slot a
+        half-done step had allocated, so the engine serves on from a clean pool."""
+        assert not self.has_work, "finish every request before reclaiming"
+        self.cache.reset()
+        stray = [s for s in range(1, self.pool.num_slots) if not self.pool.is_free(s)]
+        if stray:
+            self.pool.free(stray)
+
+    def owned_slots(self) -> list[int]:
+        owned = []
+        for r in self.prefilling + self.running:
+            owned += self.req_pool.table[r.row, r.cached_len:r.kv_len].tolist()
+        return owned
+
+    def check_integrity(self, pending: Batch | None = None) -> None:
+        """Every slot is free, cached or owned by exactly one request; `pending` is a batch whose
+        slots are allocated but whose forward has not been committed yet."""
+        owned = self.owned_slots()
+        if pending is not None:
+            for r, ext in zip(pending.reqs, pending.extend_lens):
+                owned += self.req_pool.table[r.row, r.kv_len:r.kv_len + ext].tolist()
+        for r in self.prefilling + self.running:
+            r.check()
+        self.cache.check_integrity(owned)
