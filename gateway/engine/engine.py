@@ -12,6 +12,7 @@ import concurrent.futures
 import logging
 import queue
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TypeVar
@@ -23,6 +24,7 @@ from gateway.engine.request import Req, ReqGroup
 from gateway.engine.runner import ModelRunner
 from gateway.engine.sampler import Sampler, SamplingRow
 from gateway.engine.scheduler import Batch, Scheduler
+from gateway.engine.stats import StepTimings
 from gateway.engine.stop import StopStrings
 from gateway.engine.tokenizer import Tokenizer
 from gateway.protocol import Delta, GenerateRequest, InvalidRequest, ModelCard, TokenLogprob
@@ -45,6 +47,7 @@ class Engine:
                                    chunk_tokens=chunk_tokens)
         self.sampler = Sampler(self.runner.cfg.vocab_size, dev)
         self.debug_checks = debug_checks
+        self.timings = StepTimings()
         self._groups: dict[str, list[Req]] = {}
         self._inbox: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._stop = threading.Event()
@@ -181,6 +184,7 @@ class Engine:
             pass
 
     def step(self) -> None:
+        t0 = time.perf_counter()
         batch = self.scheduler.schedule()
         for r in self.scheduler.ended:
             self._finish(r, r.finish_reason, self._held_text(r)[0])
@@ -189,13 +193,19 @@ class Engine:
             return
         if self.debug_checks:
             self.scheduler.check_integrity(pending=batch)
+        t1 = time.perf_counter()
         logits = self.runner.forward(batch)
         sampling = [i for i in range(len(batch.reqs)) if batch.samples(i)]
+        if self.runner.device.type == "cuda":
+            torch.cuda.synchronize()
+        t2 = time.perf_counter()
         self.scheduler.commit(batch)
         if sampling:
             self._sample(batch, sampling, logits[sampling])
         if self.debug_checks:
             self.scheduler.check_integrity()
+        self.timings.add(batch.is_prefill, len(batch.reqs), schedule=t1 - t0, forward=t2 - t1,
+                         finish=time.perf_counter() - t2)
 
     def _sample(self, batch: Batch, sampling: list[int], logits: torch.Tensor) -> None:
         reqs = [batch.reqs[i] for i in sampling]

@@ -30,7 +30,7 @@ class ModelRunner:
         """float32 logits [len(batch.reqs), vocab] at each request's last new token."""
         ids, positions, seq_lens = [], [], []
         for r, ext in zip(batch.reqs, batch.extend_lens):
-            ids += r.tokens[r.kv_len:r.kv_len + ext]
+            ids += r.token_slice(r.kv_len, r.kv_len + ext)
             positions += range(r.kv_len, r.kv_len + ext)
             seq_lens.append(r.kv_len + ext)
         rows = torch.tensor([r.row for r in batch.reqs], device=self.device)

@@ -120,8 +120,13 @@ class Scheduler:
         if not self.running:
             return None
         reqs = list(self.running)
-        for r in reqs:
-            assert self._extend_row(r, 1)
+        if self.pool.available < len(reqs):
+            self.cache.evict(len(reqs) - self.pool.available)
+        slots = self.pool.alloc(len(reqs))
+        assert slots is not None, "availability was ensured above"
+        rows = torch.tensor([r.row for r in reqs])
+        cols = torch.tensor([r.kv_len for r in reqs])
+        self.req_pool.table[rows, cols] = torch.tensor(slots, dtype=torch.int32)
         return Batch(reqs, [1] * len(reqs), False)
 
     def _extend_row(self, r: Req, n: int) -> bool:

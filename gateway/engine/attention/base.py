@@ -32,12 +32,17 @@ class AttentionMetadata:
         assert all(0 < e <= s <= token_table.shape[1] for s, e in zip(seq_lens, extend_lens)), \
             "each sequence extends by at least one token and fits its table row"
         device = token_table.device
-        out = torch.cat([token_table[i, s - e:s] for i, (s, e) in enumerate(zip(seq_lens, extend_lens))])
+        seq = torch.tensor(seq_lens, dtype=torch.int64, device=device)
+        ext = torch.tensor(extend_lens, dtype=torch.int64, device=device)
+        rows = torch.arange(len(seq_lens), device=device).repeat_interleave(ext, output_size=sum(extend_lens))
+        first_new = (seq - ext).repeat_interleave(ext, output_size=sum(extend_lens))
+        offset = torch.arange(sum(extend_lens), device=device) - (ext.cumsum(0) - ext).repeat_interleave(
+            ext, output_size=sum(extend_lens))
         return cls(
-            seq_lens=torch.tensor(seq_lens, dtype=torch.int32, device=device),
-            extend_lens=torch.tensor(extend_lens, dtype=torch.int32, device=device),
+            seq_lens=seq.int(),
+            extend_lens=ext.int(),
             token_table=token_table,
-            out_slots=out.long(),
+            out_slots=token_table[rows, first_new + offset].long(),
             seq_lens_cpu=list(seq_lens),
             extend_lens_cpu=list(extend_lens),
         )
