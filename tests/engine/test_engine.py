@@ -166,6 +166,9 @@ def test_seeded_sampling_ignores_batch_composition(qwen3):
                                                     prompt_token_ids=[11, 22, 33, 44])])
     assert other_seed["tokens"] != alone["tokens"]
     engine.shutdown()
+    fresh = make_engine(qwen3)
+    assert run_all(fresh, [seeded("again")])[0]["tokens"] == alone["tokens"], "and across engine restarts"
+    fresh.shutdown()
 
 
 def test_n_choices_share_the_prompt_and_stops_cut_cleanly(qwen3):
@@ -216,4 +219,49 @@ def test_a_failing_step_fails_its_requests_and_the_engine_serves_on(qwen3, monke
     assert_no_leak(engine)
     [ok] = run_all(engine, reqs[:1])
     assert ok["finish"] == ["length"] and len(ok["tokens"][0]) == 8
+    engine.shutdown()
+
+
+def test_logprobs_are_the_models_log_softmax(qwen3):
+    engine = make_engine(qwen3)
+    prompt = [9, 8, 7, 6, 5, 4]
+    deltas = []
+
+    async def main():
+        req = GenerateRequest("lp", SamplingParams(max_tokens=5, logprobs=True, top_logprobs=3, **GREEDY),
+                              prompt_token_ids=prompt)
+        async for d in engine.generate(req):
+            deltas.append(d)
+
+    asyncio.run(main())
+    tokens = [t for d in deltas for t in d.token_ids]
+    entries = [lp for d in deltas for lp in d.logprobs]
+    hf = AutoModelForCausalLM.from_pretrained(qwen3, dtype=torch.float32).eval()
+    with torch.no_grad():
+        ref = hf(torch.tensor([prompt + tokens])).logits[0, len(prompt) - 1:-1].log_softmax(-1)
+    for i, (tok, entry) in enumerate(zip(tokens, entries)):
+        assert entry.token_id == tok and abs(entry.logprob - ref[i, tok].item()) < 1e-4
+        assert [t for t, _, _ in entry.top] == ref[i].topk(3).indices.tolist()
+        assert entry.token == engine.tokenizer.decode([tok])
+    engine.shutdown()
+
+
+def test_namespaces_do_not_share_cache_and_context_limits_are_enforced(qwen3):
+    from gateway.protocol import InvalidRequest
+    engine = make_engine(qwen3, max_context=256)
+    prompt = list(range(50, 150))
+    params = SamplingParams(max_tokens=2, **GREEDY)
+    a, b, c = run_all(engine, [GenerateRequest("a", params, prompt_token_ids=prompt, namespace="tenant-a")])[0], \
+        run_all(engine, [GenerateRequest("b", params, prompt_token_ids=prompt, namespace="tenant-b")])[0], \
+        run_all(engine, [GenerateRequest("c", params, prompt_token_ids=prompt, namespace="tenant-a")])[0]
+    assert (a["usage"].cached_tokens, b["usage"].cached_tokens, c["usage"].cached_tokens) == (0, 0, 99)
+    for bad in (GenerateRequest("long", params, prompt_token_ids=[1] * 256),
+                GenerateRequest("much", SamplingParams(max_tokens=200), prompt_token_ids=[1] * 100)):
+        with pytest.raises(InvalidRequest, match="maximum context length is 256"):
+            run_all(engine, [bad])
+    with pytest.raises(InvalidRequest) as err:
+        run_all(engine, [GenerateRequest("bias", SamplingParams(logit_bias={10**9: 1.0}), prompt_token_ids=[1, 2])])
+    assert err.value.param == "logit_bias"
+    assert run_all(engine, [GenerateRequest("ok", params, prompt_token_ids=prompt)])[0]["finish"] == ["length"]
+    assert_no_leak(engine)
     engine.shutdown()

@@ -67,3 +67,26 @@ def test_1b_checkpoint_loads_onto_gpu_without_a_cpu_copy(tmp_path, capfd):
         print(f"\n1B load: {ckpt_bytes / 1e9:.2f} GB in {seconds:.1f} s, host anon RSS peak +{peak[0] / 1e6:.0f} MB")
     assert peak[0] < 0.25 * ckpt_bytes, f"host memory grew by {peak[0] / 1e6:.0f} MB while loading"
     assert all(p.device.type == "cuda" and p.dtype == torch.bfloat16 for p in model.parameters())
+
+
+def test_engine_on_gpu_generates_what_transformers_generates(model_dirs):
+    from transformers import AutoModelForCausalLM
+
+    from gateway.engine.engine import Engine
+    from gateway.protocol import GenerateRequest, SamplingParams
+    from tests.engine.test_engine import GREEDY, assert_no_leak, prompts_with_shared_prefixes, run_all
+
+    path = model_dirs["qwen3"]
+    engine = Engine(path, device="cuda", dtype="float32", chunk_tokens=16, kv_slots=4096, debug_checks=True)
+    prompts = prompts_with_shared_prefixes(engine.runner.cfg.vocab_size, 12)
+    reqs = [GenerateRequest(f"g{i}", SamplingParams(max_tokens=10, **GREEDY), prompt_token_ids=p)
+            for i, p in enumerate(prompts)]
+    results = run_all(engine, reqs)
+    hf = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval().cuda()
+    hf.generation_config.eos_token_id = None
+    for p, res in zip(prompts, results):
+        ids = torch.tensor([p], device="cuda")
+        ref = hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=10, do_sample=False)[0, len(p):]
+        assert res["tokens"][0] == ref.tolist()
+    assert_no_leak(engine)
+    engine.shutdown()
