@@ -124,9 +124,10 @@ class Scheduler:
             self.cache.evict(len(reqs) - self.pool.available)
         slots = self.pool.alloc(len(reqs))
         assert slots is not None, "availability was ensured above"
-        rows = torch.tensor([r.row for r in reqs])
-        cols = torch.tensor([r.kv_len for r in reqs])
-        self.req_pool.table[rows, cols] = torch.tensor(slots, dtype=torch.int32)
+        table = self.req_pool.table
+        rows = torch.tensor([r.row for r in reqs], device=table.device)
+        cols = torch.tensor([r.kv_len for r in reqs], device=table.device)
+        table[rows, cols] = torch.tensor(slots, dtype=torch.int32, device=table.device)
         return Batch(reqs, [1] * len(reqs), False)
 
     def _extend_row(self, r: Req, n: int) -> bool:
