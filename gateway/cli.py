@@ -28,30 +28,23 @@ def cmd_make_model(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import torch
     import uvicorn
 
     from gateway.api.app import create_app
-    from gateway.engine.attention import TorchAttention
-    from gateway.engine.kv_pool import KVPool
-    from gateway.engine.models import ModelConfig, load_model, resolve_dtype
-    from gateway.engine.tokenizer import Tokenizer
+    from gateway.engine.engine import Engine
     from gateway.modelgen.default_model import DEFAULT_MODEL_NAME, default_model_dir
-    from gateway.protocol import ModelCard
 
     cfg = ServeConfig.from_env(model=args.model, host=args.host, port=args.port, device=args.device,
                                dtype=args.dtype, served_model_name=args.served_model_name)
     path = Path(cfg.model) if cfg.model else default_model_dir()
     name = cfg.served_model_name or (path.name if cfg.model else DEFAULT_MODEL_NAME)
-    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
-                          "cpu" if cfg.device == "auto" else cfg.device)
-    model_cfg = ModelConfig.from_dir(path)
-    dtype = resolve_dtype(cfg.dtype, model_cfg, device)
-    pool = KVPool(model_cfg.num_layers, 2, model_cfg.num_kv_heads, model_cfg.head_dim, dtype, device)
-    load_model(path, model_cfg, TorchAttention(pool), device, dtype)
-    Tokenizer.from_dir(path)
-    log.info("loaded %s (%s) from %s on %s in %s", name, model_cfg.architecture, path, device, dtype)
-    uvicorn.run(create_app([ModelCard(name)]), host=cfg.host, port=cfg.port, log_level="info")
+    engine = Engine(path, name=name, device=cfg.device, dtype=cfg.dtype)
+    log.info("serving %s (%s) from %s on %s in %s", name, engine.runner.cfg.architecture, path,
+             engine.runner.device, engine.runner.dtype)
+    try:
+        uvicorn.run(create_app(engine), host=cfg.host, port=cfg.port, log_level="info")
+    finally:
+        engine.shutdown()
     return 0
 
 

@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from gateway.protocol import ModelCard
+from gateway.protocol import Backend, ModelCard
 
 
 def model_object(card: ModelCard) -> dict:
@@ -23,11 +23,13 @@ def error(status: int, message: str, type_: str, param: str | None = None, code:
     return JSONResponse({"error": {"message": message, "type": type_, "param": param, "code": code}}, status)
 
 
-def create_app(models: list[ModelCard]) -> Starlette:
+def create_app(backend: Backend) -> Starlette:
+    models = backend.models()
     by_id = {m.id: m for m in models}
 
     async def health(_: Request) -> JSONResponse:
-        return JSONResponse({"status": "ok", "models": [m.id for m in models]})
+        state = await backend.health()
+        return JSONResponse({**state, "models": [m.id for m in models]}, 200 if state["status"] == "ok" else 503)
 
     async def list_models(_: Request) -> JSONResponse:
         return JSONResponse({"object": "list", "data": [model_object(m) for m in models]})
