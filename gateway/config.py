@@ -23,6 +23,13 @@ class ServeConfig:
     device: str = "auto"              # auto | cpu | cuda | cuda:N
     dtype: str = "auto"               # auto | float32 | float16 | bfloat16
     served_model_name: str | None = None
+    api_keys: tuple[str, ...] = ()        # none: no authentication
+    api_keys_file: str | None = None      # one key per line ('#' comments); merged with api_keys
+    max_body_bytes: int = 8 << 20
+    requests_per_minute: int = 0          # per API key (or per client address without keys); 0: unlimited
+    tokens_per_minute: int = 0            # prompt + completion tokens per key; 0: unlimited
+    kv_slots: int = 16384
+    max_running: int = 256
 
     @classmethod
     def from_env(cls, **flags) -> "ServeConfig":
@@ -31,7 +38,9 @@ class ServeConfig:
         for name in cls.__dataclass_fields__:
             env = os.environ.get(f"RADIXGATE_{name.upper()}")
             if env is not None:
-                setattr(cfg, name, type(getattr(cfg, name))(env) if getattr(cfg, name) is not None else env)
+                default = getattr(cfg, name)
+                setattr(cfg, name, tuple(env.split(",")) if isinstance(default, tuple) else
+                        env if default is None else type(default)(env))
             if flags.get(name) is not None:
                 setattr(cfg, name, flags[name])
         return cfg

@@ -48,6 +48,7 @@ class Engine:
         self.sampler = Sampler(self.runner.cfg.vocab_size, dev)
         self.debug_checks = debug_checks
         self.timings = StepTimings()
+        self.prompt_tokens = self.cached_prompt_tokens = 0     # over finished requests, for the hit rate
         self._groups: dict[str, list[Req]] = {}
         self._inbox: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._stop = threading.Event()
@@ -62,6 +63,14 @@ class Engine:
     async def health(self) -> dict:
         return {"status": "ok" if self._thread.is_alive() else "down", "running": len(self.scheduler.running),
                 "waiting": len(self.scheduler.waiting)}
+
+    def stats(self) -> dict[str, float]:
+        """Gauges for /metrics, read without stopping the engine (values may be a step old)."""
+        pool = self.runner.pool
+        return {"queue_depth": len(self.scheduler.waiting), "running": len(self.scheduler.running) +
+                len(self.scheduler.prefilling), "kv_used_fraction": 1 - pool.available / (pool.num_slots - 1),
+                "radix_hit_rate": self.cached_prompt_tokens / max(self.prompt_tokens, 1),
+                "radix_cached_slots": self.cache.total_size}
 
     async def abort(self, request_id: str) -> None:
         self._inbox.put(lambda: self._abort(request_id))
@@ -255,6 +264,8 @@ class Engine:
         if g.open_choices == 0:
             g.usage.prompt_tokens = g.prompt_len
             usage = g.usage
+            self.prompt_tokens += g.usage.prompt_tokens
+            self.cached_prompt_tokens += g.usage.cached_tokens
             self._groups.pop(g.request_id, None)
         g.emit(Delta(r.index, text, list(tokens), [logprob] if logprob else None, reason, usage))
 
