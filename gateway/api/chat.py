@@ -1,0 +1,146 @@
+"""POST /v1/chat/completions: the OpenAI chat body -> GenerateRequest, and Deltas -> OpenAI shapes."""
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.api.errors import invalid
+from gateway.api.params import Body, check_model, namespace, sampling_params, stream_options
+from gateway.api.shapes import Shaper, chat_logprobs
+from gateway.protocol import Delta, GenerateRequest, Usage
+
+ROLES = ("system", "developer", "user", "assistant", "tool")
+REFUSED = {"audio": "audio output", "functions": "the deprecated 'functions' (use 'tools')",
+           "function_call": "the deprecated 'function_call' (use 'tool_choice')", "prediction": "predicted outputs",
+           "reasoning_effort": "reasoning effort", "verbosity": "verbosity", "web_search_options": "web search",
+           "moderation": "moderation", "prompt_cache_options": "prompt cache options",
+           "prompt_cache_retention": "prompt cache retention", "metadata": "stored-completion metadata"}
+
+
+def parse_chat(data: Any, served: set[str], api_key: str, request_id: str) -> tuple[GenerateRequest, str, bool, bool]:
+    """(the request, the model name, stream, include_usage)."""
+    body = Body(data)
+    model = check_model(body, served)
+    messages = [check_message(m, i) for i, m in enumerate(body.require("messages", list))]
+    if not messages:
+        raise invalid("'messages' must contain at least one message.", "messages", "empty_array")
+    n = body.get("n", int, 1, low=1, high=128)
+    max_tokens = body.get("max_completion_tokens", int, None, low=1)
+    legacy = body.get("max_tokens", int, None, low=1)
+    max_tokens = max_tokens if max_tokens is not None else legacy
+    logprobs = body.get("logprobs", bool, False)
+    top_logprobs = body.get("top_logprobs", int, 0, low=0, high=20)
+    if top_logprobs and not logprobs:
+        raise invalid("'top_logprobs' requires 'logprobs' to be true.", "top_logprobs", "invalid_value")
+    stream = body.get("stream", bool, False)
+    include_usage = stream_options(body, stream)
+    check_structured(body)
+    modalities = body.get("modalities", list, ["text"])
+    if modalities != ["text"]:
+        raise invalid("Only the 'text' modality is supported.", "modalities", "unsupported_parameter")
+    if body.get("store", bool, False):
+        raise invalid("'store' is not supported: this server does not store completions.", "store",
+                      "unsupported_parameter")
+    tier = body.get("service_tier", str, "auto")
+    if tier not in ("auto", "default"):
+        raise invalid(f"service_tier '{tier}' is not available on this server.", "service_tier", "unsupported_parameter")
+    body.get("user", str)
+    body.get("safety_identifier", str)
+    body.get("prompt_cache_key", str)           # a routing hint; prefix caching here is automatic
+    body.get("parallel_tool_calls", bool)
+    kwargs = body.get("chat_template_kwargs", dict, {})
+    for name, what in REFUSED.items():
+        body.refuse(name, f"({what}) is not supported by this server")
+    params = sampling_params(body, max_tokens, logprobs, top_logprobs)
+    ns = namespace(api_key, body)
+    body.check_all_used()
+    req = GenerateRequest(request_id, params, messages=messages, n=n, namespace=ns, chat_template_kwargs=kwargs)
+    return req, model, stream, include_usage
+
+
+def check_structured(body: Body) -> None:
+    """response_format and tools are validated now and refused until structured decoding lands."""
+    fmt = body.get("response_format", dict, None)
+    if fmt is not None:
+        kind = fmt.get("type")
+        if kind not in ("text", "json_object", "json_schema"):
+            raise invalid(f"Invalid value for 'response_format.type': {kind!r}.", "response_format.type",
+                          "invalid_value")
+        if kind == "json_schema" and not isinstance(fmt.get("json_schema"), dict):
+            raise invalid("'response_format.json_schema' must be an object with a 'name' and a 'schema'.",
+                          "response_format.json_schema", "invalid_value")
+        if kind != "text":
+            raise invalid(f"response_format type '{kind}' is not supported by this server yet.", "response_format",
+                          "unsupported_parameter")
+    tools = body.get("tools", list, [])
+    for i, tool in enumerate(tools):
+        if not isinstance(tool, dict) or tool.get("type") != "function" or not isinstance(tool.get("function"), dict) \
+                or not isinstance(tool["function"].get("name"), str):
+            raise invalid(f"Invalid 'tools[{i}]': expected {{'type': 'function', 'function': {{'name': ...}}}}.",
+                          f"tools[{i}]", "invalid_value")
+    if tools:
+        raise invalid("'tools' are not supported by this server yet.", "tools", "unsupported_parameter")
+    choice = body.get("tool_choice", (str, dict), "none")
+    if choice not in ("none", "auto"):
+        raise invalid("'tool_choice' requires 'tools', which are not supported by this server yet.", "tool_choice",
+                      "unsupported_parameter")
+
+
+def check_message(message: Any, i: int) -> dict:
+    where = f"messages[{i}]"
+    if not isinstance(message, dict):
+        raise invalid(f"Invalid '{where}': expected an object.", where, "invalid_type")
+    role = message.get("role")
+    if role not in ROLES:
+        raise invalid(f"Invalid value for '{where}.role': {role!r}. Supported: {', '.join(ROLES)}.",
+                      f"{where}.role", "invalid_value")
+    content = message.get("content")
+    if isinstance(content, list):
+        for j, part in enumerate(content):
+            if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
+                kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+                raise invalid(f"Invalid content part '{where}.content[{j}]' of type {kind!r}: only text parts are "
+                              f"supported.", f"{where}.content[{j}]", "unsupported_content")
+    elif content is None:
+        if not (role == "assistant" and message.get("tool_calls")):
+            raise invalid(f"Missing required parameter: '{where}.content'.", f"{where}.content",
+                          "missing_required_parameter")
+    elif not isinstance(content, str):
+        raise invalid(f"Invalid type for '{where}.content': expected a string or an array of text parts.",
+                      f"{where}.content", "invalid_type")
+    if role == "tool" and not isinstance(message.get("tool_call_id"), str):
+        raise invalid(f"Missing required parameter: '{where}.tool_call_id'.", f"{where}.tool_call_id",
+                      "missing_required_parameter")
+    for j, call in enumerate(message.get("tool_calls") or []):
+        fn = call.get("function") if isinstance(call, dict) else None
+        if role != "assistant" or not isinstance(fn, dict) or not isinstance(fn.get("name"), str) \
+                or not isinstance(fn.get("arguments"), str):
+            raise invalid(f"Invalid '{where}.tool_calls[{j}]'.", f"{where}.tool_calls[{j}]", "invalid_value")
+    return message
+
+
+class ChatShaper(Shaper):
+    object_full, object_chunk, id_prefix = "chat.completion", "chat.completion.chunk", "chatcmpl-"
+
+    def choice(self, index: int, text: str, finish: str | None, logprobs: list | None) -> dict:
+        return {"index": index, "message": {"role": "assistant", "content": text, "refusal": None, "annotations": []},
+                "logprobs": chat_logprobs(logprobs) if self.want_logprobs else None, "finish_reason": finish}
+
+    def first_chunk_choice(self, index: int) -> dict:
+        return {"index": index, "delta": {"role": "assistant", "content": "", "refusal": None}, "logprobs": None,
+                "finish_reason": None}
+
+    def chunk_choice(self, delta: Delta) -> dict:
+        body = {"content": delta.text} if delta.text or not delta.finish_reason else {}
+        logprobs = chat_logprobs(delta.logprobs) if self.want_logprobs and delta.logprobs else None
+        return {"index": delta.index, "delta": body, "logprobs": logprobs, "finish_reason": delta.finish_reason}
+
+    def usage(self, usage: Usage) -> dict:
+        return usage_object(usage)
+
+
+def usage_object(usage: Usage) -> dict:
+    return {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
+            "total_tokens": usage.total_tokens,
+            "prompt_tokens_details": {"cached_tokens": usage.cached_tokens, "audio_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0, "accepted_prediction_tokens": 0,
+                                          "rejected_prediction_tokens": 0}}

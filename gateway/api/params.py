@@ -1,0 +1,140 @@
+"""Reading an OpenAI request body: typed access that names the parameter in every error, and the
+sampling fields chat and completions share. Every key of the body must be consumed or explicitly
+accepted, so an unsupported field is a 400 naming it, never silently ignored."""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from gateway.api.errors import ApiError, invalid
+from gateway.protocol import InvalidRequest, SamplingParams
+
+_TYPE_NAMES = {bool: "boolean", int: "integer", float: "number", str: "string", list: "array", dict: "object"}
+
+
+class Body:
+    def __init__(self, data: Any):
+        if not isinstance(data, dict):
+            raise invalid("The request body must be a JSON object.", None, "invalid_type")
+        self.data = data
+        self.used: set[str] = set()
+
+    def get(self, name: str, kind: type | tuple[type, ...], default: Any = None, *,
+            low: float | None = None, high: float | None = None) -> Any:
+        """The value of `name` (default when absent or null), checked for type and range."""
+        self.used.add(name)
+        value = self.data.get(name)
+        if value is None:
+            return default
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        ok = any(isinstance(value, k) and not (k in (int, float) and isinstance(value, bool)) for k in kinds)
+        if float in kinds and isinstance(value, int) and not isinstance(value, bool):
+            ok, value = True, float(value)
+        if not ok:
+            expected = " or ".join(_TYPE_NAMES.get(k, k.__name__) for k in kinds)
+            raise invalid(f"Invalid type for '{name}': expected {expected}, but got {_TYPE_NAMES.get(type(value), type(value).__name__)} instead.",
+                          name, "invalid_type")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise invalid(f"Invalid value for '{name}': must be a finite number.", name, "invalid_value")
+        if low is not None and value < low:
+            raise invalid(f"Invalid '{name}': {value} is lower than the minimum of {low}.", name, "invalid_value")
+        if high is not None and value > high:
+            raise invalid(f"Invalid '{name}': {value} is greater than the maximum of {high}.", name, "invalid_value")
+        return value
+
+    def require(self, name: str, kind: type) -> Any:
+        if self.data.get(name) is None:
+            raise invalid(f"Missing required parameter: '{name}'.", name, "missing_required_parameter")
+        return self.get(name, kind)
+
+    def accept(self, *names: str) -> None:
+        """Fields that need no action from us (hints, or values equal to our only behaviour)."""
+        self.used.update(names)
+
+    def refuse(self, name: str, why: str = "is not supported by this server") -> None:
+        self.used.add(name)
+        if self.data.get(name) is not None:
+            raise invalid(f"'{name}' {why}.", name, "unsupported_parameter")
+
+    def check_all_used(self) -> None:
+        for name in self.data:
+            if name not in self.used:
+                raise invalid(f"Unrecognized request argument supplied: {name}", name, "unknown_parameter")
+
+
+def parse_stop(body: Body) -> list[str]:
+    stop = body.get("stop", (str, list), [])
+    stop = [stop] if isinstance(stop, str) else stop
+    if len(stop) > 4 or not all(isinstance(s, str) for s in stop):
+        raise invalid("'stop' must be a string or a list of up to 4 strings.", "stop", "invalid_value")
+    return stop
+
+
+def parse_logit_bias(body: Body) -> dict[int, float]:
+    raw = body.get("logit_bias", dict, {})
+    bias = {}
+    for key, value in raw.items():
+        if not str(key).lstrip("-").isdigit() or isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise invalid(f"Invalid 'logit_bias': keys must be token ids and values numbers, got {key!r}: {value!r}.",
+                          "logit_bias", "invalid_value")
+        bias[int(key)] = float(value)
+    return bias
+
+
+def sampling_params(body: Body, max_tokens: int | None, logprobs: bool, top_logprobs: int) -> SamplingParams:
+    """The sampling fields shared by chat and completions, plus our extensions."""
+    stop_ids = body.get("stop_token_ids", list, [])
+    if not all(isinstance(t, int) and not isinstance(t, bool) for t in stop_ids):
+        raise invalid("'stop_token_ids' must be a list of token ids.", "stop_token_ids", "invalid_value")
+    try:
+        return SamplingParams(
+            max_tokens=max_tokens,
+            temperature=body.get("temperature", float, 1.0, low=0, high=2),
+            top_p=body.get("top_p", float, 1.0, low=0, high=1) or 1e-9,    # 0 keeps only the top token
+            top_k=body.get("top_k", int, 0, low=-1),
+            min_p=body.get("min_p", float, 0.0, low=0, high=1),
+            presence_penalty=body.get("presence_penalty", float, 0.0, low=-2, high=2),
+            frequency_penalty=body.get("frequency_penalty", float, 0.0, low=-2, high=2),
+            repetition_penalty=body.get("repetition_penalty", float, 1.0, low=0.01, high=10),
+            logit_bias=parse_logit_bias(body),
+            seed=body.get("seed", int, None, low=-(2 ** 63), high=2 ** 64 - 1),
+            stop=parse_stop(body),
+            stop_token_ids=stop_ids,
+            ignore_eos=body.get("ignore_eos", bool, False),
+            logprobs=logprobs,
+            top_logprobs=top_logprobs,
+            skip_special_tokens=body.get("skip_special_tokens", bool, True),
+        )
+    except InvalidRequest as err:
+        raise invalid(str(err), err.param, "invalid_value") from None
+
+
+def stream_options(body: Body, stream: bool) -> bool:
+    """Whether to send the usage chunk; stream_options without stream is an error, as at OpenAI."""
+    opts = body.get("stream_options", dict, None)
+    if opts is None:
+        return False
+    if not stream:
+        raise invalid("The 'stream_options' parameter is only allowed when 'stream' is enabled.", "stream_options",
+                      "invalid_value")
+    unknown = set(opts) - {"include_usage", "include_obfuscation"}
+    if unknown:
+        raise invalid(f"Unrecognized stream_options field: {sorted(unknown)[0]}", "stream_options", "unknown_parameter")
+    include = opts.get("include_usage", False)
+    if not isinstance(include, bool):
+        raise invalid("'stream_options.include_usage' must be a boolean.", "stream_options.include_usage", "invalid_type")
+    return include
+
+
+def namespace(api_key: str, body: Body) -> str:
+    """The radix-cache tenant: the API key, further split by `cache_salt` when given."""
+    salt = body.get("cache_salt", str, None)
+    return f"{api_key}|{salt}" if salt else api_key
+
+
+def check_model(body: Body, served: set[str]) -> str:
+    model = body.require("model", str)
+    if model not in served:
+        raise ApiError(404, f"The model '{model}' does not exist or you do not have access to it.", "model",
+                       "model_not_found")
+    return model
