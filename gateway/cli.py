@@ -35,14 +35,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from gateway.modelgen.default_model import DEFAULT_MODEL_NAME, default_model_dir
 
     cfg = ServeConfig.from_env(model=args.model, host=args.host, port=args.port, device=args.device,
-                               dtype=args.dtype, served_model_name=args.served_model_name)
+                               dtype=args.dtype, served_model_name=args.served_model_name,
+                               api_keys=tuple(args.api_key) if args.api_key else None,
+                               api_keys_file=args.api_keys_file, max_body_bytes=args.max_body_bytes,
+                               requests_per_minute=args.requests_per_minute,
+                               tokens_per_minute=args.tokens_per_minute, kv_slots=args.kv_slots,
+                               max_running=args.max_running)
     path = Path(cfg.model) if cfg.model else default_model_dir()
     name = cfg.served_model_name or (path.name if cfg.model else DEFAULT_MODEL_NAME)
-    engine = Engine(path, name=name, device=cfg.device, dtype=cfg.dtype)
+    engine = Engine(path, name=name, device=cfg.device, dtype=cfg.dtype, kv_slots=cfg.kv_slots,
+                    max_running=cfg.max_running)
     log.info("serving %s (%s) from %s on %s in %s", name, engine.runner.cfg.architecture, path,
              engine.runner.device, engine.runner.dtype)
     try:
-        uvicorn.run(create_app(engine), host=cfg.host, port=cfg.port, log_level="info")
+        uvicorn.run(create_app(engine, cfg), host=cfg.host, port=cfg.port, log_level="info")
     finally:
         engine.shutdown()
     return 0
@@ -59,6 +65,13 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--device", help="auto | cpu | cuda | cuda:N")
     s.add_argument("--dtype", help="auto | float32 | float16 | bfloat16")
     s.add_argument("--served-model-name")
+    s.add_argument("--api-key", action="append", help="accepted API key (repeatable); none: no authentication")
+    s.add_argument("--api-keys-file", help="file with one accepted API key per line")
+    s.add_argument("--max-body-bytes", type=int, help="largest request body accepted (default 8 MiB)")
+    s.add_argument("--requests-per-minute", type=int, help="per API key; 0 = unlimited (default)")
+    s.add_argument("--tokens-per-minute", type=int, help="prompt + completion tokens per API key; 0 = unlimited")
+    s.add_argument("--kv-slots", type=int, help="KV cache size in tokens (default 16384)")
+    s.add_argument("--max-running", type=int, help="most requests decoding at once (default 256)")
     s.set_defaults(run=cmd_serve)
 
     m = sub.add_parser("make-model", help="build a random-weight model in Hugging Face layout")

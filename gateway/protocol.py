@@ -15,6 +15,18 @@ class InvalidRequest(ValueError):
         self.param = param
 
 
+class BackendUnavailable(RuntimeError):
+    """The backend cannot take requests now (engine stopped, every upstream down): HTTP 503."""
+
+
+class Overloaded(RuntimeError):
+    """Too much work queued; the client should retry after `retry_after` seconds: HTTP 429."""
+
+    def __init__(self, message: str, retry_after: float = 1.0):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 @dataclass(slots=True)
 class SamplingParams:
     max_tokens: int | None = None          # None: up to the context length

@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse
 
 from gateway.api.errors import ApiError
 from gateway.api.shapes import Shaper
-from gateway.protocol import Backend, Delta, GenerateRequest, InvalidRequest, Usage
+from gateway.protocol import Backend, BackendUnavailable, Delta, GenerateRequest, InvalidRequest, Overloaded, Usage
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,11 @@ def backend_error(exc: BaseException) -> ApiError:
     if isinstance(exc, InvalidRequest):
         code = "context_length_exceeded" if "context length" in str(exc) else "invalid_value"
         return ApiError(400, str(exc), exc.param, code)
+    if isinstance(exc, Overloaded):
+        return ApiError(429, f"The server is overloaded: {exc}", code="overloaded",
+                        headers={"Retry-After": str(max(1, round(exc.retry_after)))})
+    if isinstance(exc, BackendUnavailable):
+        return ApiError(503, f"The model backend is unavailable: {exc}", code="backend_unavailable")
     log.error("backend failed: %r", exc)
     return ApiError(500, f"The model backend failed while generating: {exc}", code="backend_error")
 

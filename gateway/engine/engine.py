@@ -27,7 +27,8 @@ from gateway.engine.scheduler import Batch, Scheduler
 from gateway.engine.stats import StepTimings
 from gateway.engine.stop import StopStrings
 from gateway.engine.tokenizer import Tokenizer
-from gateway.protocol import Delta, GenerateRequest, InvalidRequest, ModelCard, TokenLogprob
+from gateway.protocol import (BackendUnavailable, Delta, GenerateRequest, InvalidRequest, ModelCard, Overloaded,
+                               TokenLogprob)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -36,7 +37,8 @@ T = TypeVar("T")
 class Engine:
     def __init__(self, path: str | Path, *, name: str | None = None, device: str = "auto", dtype: str = "auto",
                  kv_slots: int = 16384, max_running: int = 256, chunk_tokens: int = 2048,
-                 max_context: int | None = None, radix: bool = True, debug_checks: bool = False):
+                 max_context: int | None = None, radix: bool = True, debug_checks: bool = False,
+                 max_waiting: int = 4096):
         self.name = name or Path(path).name
         dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                            "cpu" if device == "auto" else device)
@@ -47,6 +49,7 @@ class Engine:
                                    chunk_tokens=chunk_tokens)
         self.sampler = Sampler(self.runner.cfg.vocab_size, dev)
         self.debug_checks = debug_checks
+        self.max_waiting = max_waiting
         self.timings = StepTimings()
         self.prompt_tokens = self.cached_prompt_tokens = 0     # over finished requests, for the hit rate
         self._groups: dict[str, list[Req]] = {}
@@ -76,6 +79,10 @@ class Engine:
         self._inbox.put(lambda: self._abort(request_id))
 
     async def generate(self, req: GenerateRequest) -> AsyncIterator[Delta]:
+        if not self._thread.is_alive():
+            raise BackendUnavailable("the local engine is not running")
+        if len(self.scheduler.waiting) >= self.max_waiting:
+            raise Overloaded(f"{len(self.scheduler.waiting)} requests are already waiting; retry shortly", 1.0)
         self.sampler.validate(req.params)
         prompt_ids = await asyncio.to_thread(self._prompt_ids, req)
         max_new = self._max_new_tokens(req, len(prompt_ids))
