@@ -51,7 +51,7 @@ def create_app(backend: Backend, cfg: ServeConfig | None = None) -> Starlette:
         return getattr(request.state, "api_key", "anonymous")
 
     def finished(request: Request):
-        key = api_key(request)
+        key = getattr(request.state, "rate_key", api_key(request))
 
         def record(usage: Usage | None, timing: Timing) -> None:
             total = time.perf_counter() - timing.start
