@@ -32,7 +32,7 @@ async def read_json(request: Request):
     raw = await request.body()
     try:
         return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (ValueError, RecursionError):         # bad JSON, bad UTF-8, 5,000-digit numbers, deep nesting
         raise ApiError(400, "We could not parse the JSON body of your request. (HINT: This likely means you aren't "
                             "using your HTTP library correctly. The OpenAI API expects a JSON payload.)",
                        code="invalid_json") from None

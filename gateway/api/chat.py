@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.api.errors import invalid
-from gateway.api.params import Body, check_model, namespace, sampling_params, stream_options
+from gateway.api.params import MAX_INT, Body, check_model, namespace, sampling_params, stream_options
 from gateway.api.shapes import Shaper, chat_logprobs
 from gateway.protocol import Delta, GenerateRequest, Usage
 
@@ -24,8 +24,8 @@ def parse_chat(data: Any, served: set[str], api_key: str, request_id: str) -> tu
     if not messages:
         raise invalid("'messages' must contain at least one message.", "messages", "empty_array")
     n = body.get("n", int, 1, low=1, high=128)
-    max_tokens = body.get("max_completion_tokens", int, None, low=1)
-    legacy = body.get("max_tokens", int, None, low=1)
+    max_tokens = body.get("max_completion_tokens", int, None, low=1, high=MAX_INT)
+    legacy = body.get("max_tokens", int, None, low=1, high=MAX_INT)
     max_tokens = max_tokens if max_tokens is not None else legacy
     logprobs = body.get("logprobs", bool, False)
     top_logprobs = body.get("top_logprobs", int, 0, low=0, high=20)
@@ -48,6 +48,10 @@ def parse_chat(data: Any, served: set[str], api_key: str, request_id: str) -> tu
     body.get("prompt_cache_key", str)           # a routing hint; prefix caching here is automatic
     body.get("parallel_tool_calls", bool)
     kwargs = body.get("chat_template_kwargs", dict, {})
+    reserved = sorted(set(kwargs) & {"messages", "tools", "documents"})
+    if reserved:
+        raise invalid(f"'chat_template_kwargs' may not set '{reserved[0]}'; use the request field instead.",
+                      "chat_template_kwargs", "invalid_value")
     for name, what in REFUSED.items():
         body.refuse(name, f"({what}) is not supported by this server")
     params = sampling_params(body, max_tokens, logprobs, top_logprobs)

@@ -9,6 +9,7 @@ from typing import Any
 from gateway.api.errors import ApiError, invalid
 from gateway.protocol import InvalidRequest, SamplingParams
 
+MAX_INT = 2 ** 31 - 1      # bound on counts, so absurd integers are a 400, not an overflow deeper in
 _TYPE_NAMES = {bool: "boolean", int: "integer", float: "number", str: "string", list: "array", dict: "object"}
 
 
@@ -74,7 +75,7 @@ def parse_logit_bias(body: Body) -> dict[int, float]:
     raw = body.get("logit_bias", dict, {})
     bias = {}
     for key, value in raw.items():
-        if not str(key).lstrip("-").isdigit() or isinstance(value, bool) or not isinstance(value, (int, float)):
+        if not str(key).isdigit() or len(str(key)) > 12 or isinstance(value, bool) or not isinstance(value, (int, float)):
             raise invalid(f"Invalid 'logit_bias': keys must be token ids and values numbers, got {key!r}: {value!r}.",
                           "logit_bias", "invalid_value")
         bias[int(key)] = float(value)
@@ -84,14 +85,14 @@ def parse_logit_bias(body: Body) -> dict[int, float]:
 def sampling_params(body: Body, max_tokens: int | None, logprobs: bool, top_logprobs: int) -> SamplingParams:
     """The sampling fields shared by chat and completions, plus our extensions."""
     stop_ids = body.get("stop_token_ids", list, [])
-    if not all(isinstance(t, int) and not isinstance(t, bool) for t in stop_ids):
+    if not all(isinstance(t, int) and not isinstance(t, bool) and 0 <= t <= MAX_INT for t in stop_ids):
         raise invalid("'stop_token_ids' must be a list of token ids.", "stop_token_ids", "invalid_value")
     try:
         return SamplingParams(
             max_tokens=max_tokens,
             temperature=body.get("temperature", float, 1.0, low=0, high=2),
             top_p=body.get("top_p", float, 1.0, low=0, high=1) or 1e-9,    # 0 keeps only the top token
-            top_k=body.get("top_k", int, 0, low=-1),
+            top_k=body.get("top_k", int, 0, low=-1, high=MAX_INT),
             min_p=body.get("min_p", float, 0.0, low=0, high=1),
             presence_penalty=body.get("presence_penalty", float, 0.0, low=-2, high=2),
             frequency_penalty=body.get("frequency_penalty", float, 0.0, low=-2, high=2),

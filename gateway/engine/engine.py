@@ -131,16 +131,27 @@ class Engine:
     # ----- request preparation (caller's thread) -------------------------------------------------
 
     def _prompt_ids(self, req: GenerateRequest) -> list[int]:
-        if req.prompt_token_ids is not None:
-            ids = list(req.prompt_token_ids)
-            if any(not 0 <= t < self.runner.cfg.vocab_size for t in ids):
-                raise InvalidRequest("prompt contains token ids outside the vocabulary", "prompt")
-        elif req.messages is not None:
-            ids = self.tokenizer.encode_chat(req.messages, req.tools, True, **req.chat_template_kwargs)
-        else:
-            ids = self.tokenizer.encode(req.prompt, add_special_tokens=True)
+        vocab = self.runner.cfg.vocab_size
+        if any(not 0 <= t < vocab for t in req.params.stop_token_ids):
+            raise InvalidRequest("stop_token_ids contains ids outside the vocabulary", "stop_token_ids")
+        param = "messages" if req.messages is not None else "prompt"
+        try:
+            if req.prompt_token_ids is not None:
+                ids = list(req.prompt_token_ids)
+                if any(not 0 <= t < vocab for t in ids):
+                    raise InvalidRequest("prompt contains token ids outside the vocabulary", "prompt")
+            elif req.messages is not None:
+                kwargs = dict(req.chat_template_kwargs)
+                generation_prompt = bool(kwargs.pop("add_generation_prompt", True))
+                ids = self.tokenizer.encode_chat(req.messages, req.tools, generation_prompt, **kwargs)
+            else:
+                ids = self.tokenizer.encode(req.prompt, add_special_tokens=True)
+        except InvalidRequest:
+            raise
+        except (ValueError, TypeError, UnicodeError) as err:   # template errors, lone surrogates
+            raise InvalidRequest(f"the {param} could not be tokenized: {err}", param) from None
         if not ids:
-            raise InvalidRequest("the prompt is empty", "prompt")
+            raise InvalidRequest("the prompt is empty", param)
         return ids
 
     def _max_new_tokens(self, req: GenerateRequest, prompt_len: int) -> int:
