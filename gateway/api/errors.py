@@ -12,7 +12,8 @@ from starlette.responses import JSONResponse
 
 log = logging.getLogger(__name__)
 
-TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+# As OpenAI sends them: a bad key is an invalid_request_error with code invalid_api_key.
+TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 403: "permission_error",
          404: "invalid_request_error", 405: "invalid_request_error", 413: "invalid_request_error",
          429: "rate_limit_exceeded", 500: "server_error", 503: "service_unavailable"}
 

@@ -85,5 +85,5 @@ class RateLimiter:
     def _refusal(self, key: str, what: str, limit: int, level: float) -> ApiError:
         wait = max(1, math.ceil((1 - level) * 60.0 / limit))
         return ApiError(429, f"Rate limit reached for {what} for {key}: Limit {limit}. Please try again in {wait}s.",
-                        code="rate_limit_exceeded",
-                        headers={"Retry-After": str(wait)})
+                        code="rate_limit_exceeded", headers={"Retry-After": str(wait)},
+                        type_="tokens" if "token" in what else "requests")   # OpenAI's error types for 429s

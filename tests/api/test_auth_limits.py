@@ -136,7 +136,7 @@ async def test_http_401_for_missing_or_wrong_key_200_for_right_key_and_open_heal
     async with client(app) as c:
         for headers in ({}, {"Authorization": "Basic dXNlcjpwYXNz"}, {"Authorization": "Bearer "}):
             error = assert_envelope(await c.get("/v1/models", headers=headers), 401, "invalid_api_key")
-            assert error["type"] == "authentication_error"
+            assert error["type"] == "invalid_request_error"
             assert error["message"].startswith("You didn't provide an API key.")
         error = assert_envelope(await c.get("/v1/models", headers={"Authorization": "Bearer sk-abXXXXXXXXcd"}),
                                 401, "invalid_api_key")
