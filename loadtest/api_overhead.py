@@ -7,7 +7,7 @@ With InstantBackend, end-to-end latency IS the gateway's overhead (parse, valida
 middleware, metrics, shaping, SSE) plus the client's and the HTTP server's own cost; the peer carries
 those last two only, so `added` = gateway - peer is what radixgate itself adds. Each server runs in its
 own process (one uvicorn worker); the client (raw HTTP/1.1 on asyncio) runs here, `level` requests in flight.
-Run from the repository root: the InstantBackend and the in-thread server come from tests/api/conftest.py.
+The InstantBackend and the in-thread server come from loadtest/servers.py.
 """
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def peer_app(plain: bytes, stream: bytes):
 
 
 def run_server(kind: str, bodies: tuple[bytes, bytes] | None, urls: mp.Queue, stop: mp.Event) -> None:
-    from tests.api.conftest import InstantBackend, serve
+    from loadtest.servers import InstantBackend, serve
     if kind == "gateway":
         from gateway.api.app import create_app
         app = create_app(InstantBackend())

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.api.conftest import INSTANT_MODEL
+from loadtest.servers import INSTANT_MODEL
 from tests.api.openapi import check_response
 
 CHAT_EXAMPLES, COMPLETION_EXAMPLES, RAW_EXAMPLES = 1000, 800, 400
