@@ -112,31 +112,31 @@ async def respond(deltas: AsyncIterator[Delta], shaper: Shaper, stream: bool, in
         first = None
     except Exception as exc:
         raise backend_error(exc) from exc
+
+    async def all_deltas() -> AsyncIterator[Delta]:
+        d = first
+        while d is not None:
+            shaper.add(d)
+            yield d
+            try:
+                d = await timing.next(deltas)
+            except StopAsyncIteration:
+                d = None
+
     if not stream:
         try:
-            d = first
-            while d is not None:
-                shaper.add(d)
-                try:
-                    d = await timing.next(deltas)
-                except StopAsyncIteration:
-                    d = None
+            async for _ in all_deltas():
+                pass
         except Exception as exc:
             raise backend_error(exc) from exc
         on_done(shaper.final_usage, timing)
         return JSONResponse(shaper.full())
 
     async def events():
-        d = first
         try:
-            while d is not None:
-                shaper.add(d)
+            async for d in all_deltas():
                 for chunk in shaper.chunks(d, include_usage):
                     yield {"data": json.dumps(chunk, ensure_ascii=False)}
-                try:
-                    d = await timing.next(deltas)
-                except StopAsyncIteration:
-                    d = None
         except Exception as exc:
             yield {"data": json.dumps(backend_error(exc).body())}
             return
