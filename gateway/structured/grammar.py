@@ -1,0 +1,64 @@
+"""The automata every constraint compiles to.
+
+A `Dfa` is a deterministic automaton over bytes. A `Grammar` is a set of rules, each a Dfa whose
+states may also *call* another rule: from state s, the callee runs from its start, and when it
+reaches one of its accepting states the caller may continue at the call's return state. This is a
+recursive transition network, so a JSON Schema node becomes one small rule and `$ref` recursion is a
+call; a regex or a choice is a grammar of one rule with no calls.
+
+Invariants (checked by `Grammar.check`): every rule's transition table is [states, 256] int32 with
+-1 for "no transition", state 0 is the start, calls name existing rules and states.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(slots=True)
+class Dfa:
+    trans: np.ndarray                  # [states, 256] int32; -1: the byte is not allowed here
+    accept: np.ndarray                 # [states] bool
+
+    @property
+    def num_states(self) -> int:
+        return self.trans.shape[0]
+
+    def check(self) -> None:
+        assert self.trans.ndim == 2 and self.trans.shape[1] == 256 and self.trans.dtype == np.int32
+        assert self.accept.shape == (self.num_states,) and self.accept.dtype == np.bool_
+        assert self.num_states >= 1 and self.trans.max() < self.num_states and self.trans.min() >= -1
+
+    def matches(self, data: bytes) -> bool:
+        s = 0
+        for b in data:
+            s = int(self.trans[s, b])
+            if s < 0:
+                return False
+        return bool(self.accept[s])
+
+
+@dataclass(slots=True)
+class Rule:
+    name: str
+    dfa: Dfa
+    calls: dict[int, list[tuple[int, int]]] = field(default_factory=dict)   # state -> [(rule, return state)]
+
+
+@dataclass(slots=True)
+class Grammar:
+    rules: list[Rule]
+    start: int = 0
+
+    def check(self) -> None:
+        for rule in self.rules:
+            rule.dfa.check()
+            for state, targets in rule.calls.items():
+                assert 0 <= state < rule.dfa.num_states, (rule.name, state)
+                for callee, ret in targets:
+                    assert 0 <= callee < len(self.rules) and 0 <= ret < rule.dfa.num_states, (rule.name, callee, ret)
+
+    @classmethod
+    def of(cls, dfa: Dfa, name: str = "root") -> "Grammar":
+        return cls([Rule(name, dfa)])

@@ -1,0 +1,99 @@
+"""Byte-level matching of a Grammar: the set of possible call stacks after the bytes seen so far.
+
+A configuration is a tuple of frames (rule, state), the top last. Its closure adds every
+configuration reachable without consuming a byte: entering a callee (the caller's frame moves to
+the call's return state) and leaving a callee that is in an accepting state. JSON grammars keep
+this set tiny (a number may end or go on; whitespace may end or go on), so a set is exact and cheap.
+"""
+from __future__ import annotations
+
+from gateway.structured.grammar import Grammar
+
+Config = tuple[tuple[int, int], ...]
+MAX_DEPTH = 128          # recursion a schema may nest to; deeper output is refused, not mis-matched
+
+
+class Matcher:
+    def __init__(self, grammar: Grammar, configs: frozenset[Config] | None = None):
+        self.grammar = grammar
+        self.configs = configs if configs is not None else self._closure({((grammar.start, 0),)})
+
+    def copy(self) -> "Matcher":
+        return Matcher(self.grammar, self.configs)
+
+    @property
+    def accepting(self) -> bool:
+        """The bytes so far form a complete match."""
+        rules = self.grammar.rules
+        return any(len(c) == 1 and rules[c[0][0]].dfa.accept[c[0][1]] for c in self.configs)
+
+    @property
+    def dead(self) -> bool:
+        return not self.configs
+
+    def step(self, configs: frozenset[Config], byte: int) -> frozenset[Config]:
+        rules = self.grammar.rules
+        moved = set()
+        for c in configs:
+            rule, state = c[-1]
+            nxt = int(rules[rule].dfa.trans[state, byte])
+            if nxt >= 0:
+                moved.add(c[:-1] + ((rule, nxt),))
+        return self._closure(moved) if moved else frozenset()
+
+    def advance(self, data: bytes) -> bool:
+        """Consume data if the grammar allows all of it; otherwise change nothing and say False."""
+        configs = self.configs
+        for b in data:
+            configs = self.step(configs, b)
+            if not configs:
+                return False
+        self.configs = configs
+        return True
+
+    def allows(self, data: bytes) -> bool:
+        configs = self.configs
+        for b in data:
+            configs = self.step(configs, b)
+            if not configs:
+                return False
+        return True
+
+    def next_bytes(self) -> list[int]:
+        rules = self.grammar.rules
+        out = set()
+        for c in self.configs:
+            rule, state = c[-1]
+            row = rules[rule].dfa.trans[state]
+            out.update(int(b) for b in (row >= 0).nonzero()[0])
+        return sorted(out)
+
+    def forced(self, limit: int = 256) -> bytes:
+        """The bytes every continuation must start with (jump-forward): extended while exactly one
+        byte is possible and the match could not end here instead."""
+        probe, out = self.copy(), bytearray()
+        while len(out) < limit and not probe.accepting:
+            nxt = probe.next_bytes()
+            if len(nxt) != 1:
+                break
+            probe.configs = probe.step(probe.configs, nxt[0])
+            out.append(nxt[0])
+        return bytes(out)
+
+    def _closure(self, start) -> frozenset[Config]:
+        rules = self.grammar.rules
+        seen, todo = set(start), list(start)
+        while todo:
+            c = todo.pop()
+            rule, state = c[-1]
+            nexts = []
+            for callee, ret in rules[rule].calls.get(state, ()):
+                if len(c) < MAX_DEPTH:
+                    nexts.append(c[:-1] + ((rule, ret), (callee, 0)))
+            if len(c) > 1 and rules[rule].dfa.accept[state]:
+                nexts.append(c[:-1])
+            for n in nexts:
+                if n not in seen:
+                    seen.add(n)
+                    todo.append(n)
+        return frozenset(seen)
