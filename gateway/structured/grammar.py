@@ -11,6 +11,7 @@ Invariants (checked by `Grammar.check`): every rule's transition table is [state
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,6 +21,13 @@ import numpy as np
 class Dfa:
     trans: np.ndarray                  # [states, 256] int32; -1: the byte is not allowed here
     accept: np.ndarray                 # [states] bool
+    _digest: bytes | None = field(default=None, repr=False, compare=False)
+
+    def digest(self) -> bytes:
+        """Content hash: equal automata share token tables across rules, schemas and requests."""
+        if self._digest is None:
+            self._digest = hashlib.blake2b(self.trans.tobytes() + self.accept.tobytes(), digest_size=16).digest()
+        return self._digest
 
     @property
     def num_states(self) -> int:
