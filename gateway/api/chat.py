@@ -4,7 +4,8 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.api.errors import invalid
-from gateway.api.params import MAX_INT, Body, check_model, namespace, sampling_params, stream_options
+from gateway.api.params import (MAX_INT, Body, check_model, constraint, namespace, sampling_params,
+                                stream_options)
 from gateway.api.shapes import Shaper, chat_logprobs
 from gateway.protocol import Delta, GenerateRequest, Usage
 
@@ -33,7 +34,8 @@ def parse_chat(data: Any, served: set[str], api_key: str, request_id: str) -> tu
         raise invalid("'top_logprobs' requires 'logprobs' to be true.", "top_logprobs", "invalid_value")
     stream = body.get("stream", bool, False)
     include_usage = stream_options(body, stream)
-    check_structured(body)
+    check_tools(body)
+    structured = constraint(body)
     modalities = body.get("modalities", list, ["text"])
     if modalities != ["text"]:
         raise invalid("Only the 'text' modality is supported.", "modalities", "unsupported_parameter")
@@ -57,24 +59,13 @@ def parse_chat(data: Any, served: set[str], api_key: str, request_id: str) -> tu
     params = sampling_params(body, max_tokens, logprobs, top_logprobs)
     ns = namespace(api_key, body)
     body.check_all_used()
-    req = GenerateRequest(request_id, params, messages=messages, n=n, namespace=ns, chat_template_kwargs=kwargs)
+    req = GenerateRequest(request_id, params, messages=messages, n=n, namespace=ns, chat_template_kwargs=kwargs,
+                          constraint=structured)
     return req, model, stream, include_usage
 
 
-def check_structured(body: Body) -> None:
-    """response_format and tools are validated now and refused until structured decoding lands."""
-    fmt = body.get("response_format", dict, None)
-    if fmt is not None:
-        kind = fmt.get("type")
-        if kind not in ("text", "json_object", "json_schema"):
-            raise invalid(f"Invalid value for 'response_format.type': {kind!r}.", "response_format.type",
-                          "invalid_value")
-        if kind == "json_schema" and not isinstance(fmt.get("json_schema"), dict):
-            raise invalid("'response_format.json_schema' must be an object with a 'name' and a 'schema'.",
-                          "response_format.json_schema", "invalid_value")
-        if kind != "text":
-            raise invalid(f"response_format type '{kind}' is not supported by this server yet.", "response_format",
-                          "unsupported_parameter")
+def check_tools(body: Body) -> None:
+    """tools are validated now and refused until tool calling lands."""
     tools = body.get("tools", list, [])
     for i, tool in enumerate(tools):
         if not isinstance(tool, dict) or tool.get("type") != "function" or not isinstance(tool.get("function"), dict) \

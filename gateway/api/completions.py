@@ -6,7 +6,8 @@ from typing import Any
 
 from gateway.api.chat import usage_object
 from gateway.api.errors import invalid
-from gateway.api.params import MAX_INT, Body, check_model, namespace, sampling_params, stream_options
+from gateway.api.params import (MAX_INT, Body, check_model, constraint, namespace, sampling_params,
+                                stream_options)
 from gateway.api.shapes import MIN_LOGPROB, Shaper
 from gateway.protocol import Delta, GenerateRequest, TokenLogprob, Usage
 
@@ -28,10 +29,11 @@ def parse_completion(data: Any, served: set[str], api_key: str, request_id: str)
     include_usage = stream_options(body, stream)
     body.refuse("suffix", "(insertion after a suffix) is not supported by this server")
     body.get("user", str)
+    structured = constraint(body)
     params = sampling_params(body, body.get("max_tokens", int, 16, low=0, high=MAX_INT), logprobs is not None, logprobs or 0)
     ns = namespace(api_key, body)
     body.check_all_used()
-    reqs = [GenerateRequest(f"{request_id}-{i}", params, n=n, namespace=ns,
+    reqs = [GenerateRequest(f"{request_id}-{i}", params, n=n, namespace=ns, constraint=structured,
                             **({"prompt": p} if isinstance(p, str) else {"prompt_token_ids": p}))
             for i, p in enumerate(prompts)]
     echoes = [p if echo else "" for p in prompts]

@@ -7,7 +7,7 @@ import math
 from typing import Any
 
 from gateway.api.errors import ApiError, invalid
-from gateway.protocol import InvalidRequest, SamplingParams
+from gateway.protocol import Constraint, InvalidRequest, SamplingParams
 
 MAX_INT = 2 ** 31 - 1      # bound on counts, so absurd integers are a 400, not an overflow deeper in
 _TYPE_NAMES = {bool: "boolean", int: "integer", float: "number", str: "string", list: "array", dict: "object"}
@@ -139,3 +139,37 @@ def check_model(body: Body, served: set[str]) -> str:
         raise ApiError(404, f"The model '{model}' does not exist or you do not have access to it.", "model",
                        "model_not_found")
     return model
+
+
+def constraint(body: Body) -> Constraint | None:
+    """response_format (json_object / json_schema) and the `regex` / `choices` extensions; at most one."""
+    found = []
+    fmt = body.get("response_format", dict, None)
+    if fmt is not None:
+        kind = fmt.get("type")
+        if kind not in ("text", "json_object", "json_schema"):
+            raise invalid(f"Invalid value for 'response_format.type': {kind!r}.", "response_format.type",
+                          "invalid_value")
+        if kind == "json_object":
+            found.append(Constraint("json_object"))
+        elif kind == "json_schema":
+            spec = fmt.get("json_schema")
+            if not isinstance(spec, dict) or not isinstance(spec.get("name"), str) or \
+                    not isinstance(spec.get("schema", {}), (dict, bool)):
+                raise invalid("'response_format.json_schema' must be an object with a 'name' and a 'schema'.",
+                              "response_format.json_schema", "invalid_value")
+            strict = spec.get("strict") or False
+            if not isinstance(strict, bool):
+                raise invalid("'response_format.json_schema.strict' must be a boolean.",
+                              "response_format.json_schema.strict", "invalid_type")
+            found.append(Constraint("json_schema", {"schema": spec.get("schema", {}), "strict": strict}))
+    regex = body.get("regex", str, None)
+    if regex is not None:
+        found.append(Constraint("regex", regex))
+    choices = body.get("choices", list, None)
+    if choices is not None:
+        found.append(Constraint("choice", choices))
+    if len(found) > 1:
+        raise invalid("Give at most one of 'response_format' (json), 'regex' and 'choices'.", "response_format",
+                      "invalid_value")
+    return found[0] if found else None

@@ -19,6 +19,7 @@ from typing import TypeVar
 
 import torch
 
+from gateway.engine.constrained import Constraints
 from gateway.engine.radix_cache import RadixCache
 from gateway.engine.request import Req, ReqGroup
 from gateway.engine.runner import ModelRunner
@@ -29,6 +30,9 @@ from gateway.engine.stop import StopStrings
 from gateway.engine.tokenizer import Tokenizer
 from gateway.protocol import (BackendUnavailable, Delta, GenerateRequest, InvalidRequest, ModelCard, Overloaded,
                                TokenLogprob)
+from gateway.structured.constraint import compile_constraint
+from gateway.structured.grammar import Grammar
+from gateway.structured.matcher import Matcher
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -38,7 +42,7 @@ class Engine:
     def __init__(self, path: str | Path, *, name: str | None = None, device: str = "auto", dtype: str = "auto",
                  kv_slots: int = 16384, max_running: int = 256, chunk_tokens: int = 2048,
                  max_context: int | None = None, radix: bool = True, debug_checks: bool = False,
-                 max_waiting: int = 4096):
+                 max_waiting: int = 4096, jump_forward: bool = True):
         self.name = name or Path(path).name
         dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                            "cpu" if device == "auto" else device)
@@ -48,6 +52,7 @@ class Engine:
         self.scheduler = Scheduler(self.runner.pool, self.runner.req_pool, self.cache, max_running=max_running,
                                    chunk_tokens=chunk_tokens)
         self.sampler = Sampler(self.runner.cfg.vocab_size, dev)
+        self.constraints = Constraints(self.tokenizer, self.runner.cfg.vocab_size, dev, jump_forward)
         self.debug_checks = debug_checks
         self.max_waiting = max_waiting
         self.timings = StepTimings()
@@ -84,7 +89,7 @@ class Engine:
         if len(self.scheduler.waiting) >= self.max_waiting:
             raise Overloaded(f"{len(self.scheduler.waiting)} requests are already waiting; retry shortly", 1.0)
         self.sampler.validate(req.params)
-        prompt_ids = await asyncio.to_thread(self._prompt_ids, req)
+        prompt_ids, grammar = await asyncio.to_thread(self._prepare, req)
         max_new = self._max_new_tokens(req, len(prompt_ids))
         loop = asyncio.get_running_loop()
         deltas: asyncio.Queue[Delta | BaseException] = asyncio.Queue()
@@ -97,6 +102,8 @@ class Engine:
 
         group = ReqGroup(req.request_id, len(prompt_ids), emit, open_choices=req.n)
         reqs = [self._make_req(req, group, i, prompt_ids, max_new) for i in range(req.n)]
+        for r in reqs:
+            r.matcher = Matcher(grammar) if grammar is not None else None
         self._inbox.put(lambda: self._add(reqs))
         finished = False
         try:
@@ -129,6 +136,15 @@ class Engine:
         self._thread.join(timeout=30)
 
     # ----- request preparation (caller's thread) -------------------------------------------------
+
+    def _prepare(self, req: GenerateRequest) -> tuple[list[int], Grammar | None]:
+        """Tokenize the prompt and compile the constraint (both off the event loop and the step loop)."""
+        ids = self._prompt_ids(req)
+        if req.constraint is None:
+            return ids, None
+        grammar = compile_constraint(req.constraint)
+        self.constraints.masks                     # the token table is built once, here, not in a step
+        return ids, grammar
 
     def _prompt_ids(self, req: GenerateRequest) -> list[int]:
         vocab = self.runner.cfg.vocab_size
@@ -237,7 +253,7 @@ class Engine:
     def _sample(self, batch: Batch, sampling: list[int], logits: torch.Tensor) -> None:
         reqs = [batch.reqs[i] for i in sampling]
         rows = [SamplingRow(r.params, r.prompt_ids, r.output_ids, r.generator) for r in reqs]
-        out = self.sampler.sample(logits, rows)
+        out = self.sampler.sample(logits, rows, self.constraints.bitmask([r.matcher for r in reqs]))
         for j, r in enumerate(reqs):
             if batch.is_prefill:
                 self.scheduler.promote(r)
@@ -252,18 +268,28 @@ class Engine:
         return TokenLogprob(token, piece([token]), out.logprobs[j], top)
 
     def _append(self, r: Req, token: int, logprob: TokenLogprob | None) -> None:
-        r.output_ids.append(token)
-        text, hit = ("", False) if token in r.stop_ids else r.stops.feed(r.detok.push([token]))
-        ended = hit or token in r.stop_ids or len(r.output_ids) >= r.max_new_tokens
+        tokens, complete = [token], False
+        if r.matcher is not None and token not in r.stop_ids:
+            self.constraints.advance(r.matcher, token)
+            complete = self.constraints.complete(r.matcher)
+            if not complete:
+                budget = r.max_new_tokens - len(r.output_ids) - 1
+                tokens += self.constraints.forced_tokens_for(r.matcher, budget)
+                complete = self.constraints.complete(r.matcher)
+        r.output_ids.extend(tokens)
+        logprobs = [logprob] + [TokenLogprob(t, self.tokenizer.decode([t]), 0.0) for t in tokens[1:]] \
+            if logprob else None
+        text, hit = ("", False) if token in r.stop_ids else r.stops.feed(r.detok.push(tokens))
+        ended = hit or complete or token in r.stop_ids or len(r.output_ids) >= r.max_new_tokens
         if not ended:
-            r.group.emit(Delta(r.index, text, [token], [logprob] if logprob else None))
+            r.group.emit(Delta(r.index, text, tokens, logprobs))
             return
-        reason = "stop" if hit or token in r.stop_ids else "length"
+        reason = "stop" if hit or complete or token in r.stop_ids else "length"
         if not hit:
             tail, hit = self._held_text(r)
             text, reason = text + tail, "stop" if hit else reason
         self.scheduler.finish(r, reason)
-        self._finish(r, reason, text, [token], logprob)
+        self._finish(r, reason, text, tokens, logprobs)
 
     @staticmethod
     def _held_text(r: Req) -> tuple[str, bool]:
@@ -271,7 +297,7 @@ class Engine:
         tail, hit = r.stops.feed(r.detok.flush())
         return (tail, True) if hit else (tail + r.stops.flush(), False)
 
-    def _finish(self, r: Req, reason: str, text: str, tokens: list[int] = (), logprob: TokenLogprob | None = None):
+    def _finish(self, r: Req, reason: str, text: str, tokens: list[int] = (), logprobs: list | None = None):
         r.finish_reason = reason
         g = r.group
         g.usage.completion_tokens += len(r.output_ids)
@@ -285,7 +311,7 @@ class Engine:
             self.prompt_tokens += g.usage.prompt_tokens
             self.cached_prompt_tokens += g.usage.cached_tokens
             self._groups.pop(g.request_id, None)
-        g.emit(Delta(r.index, text, list(tokens), [logprob] if logprob else None, reason, usage))
+        g.emit(Delta(r.index, text, list(tokens), logprobs, reason, usage))
 
     def _fail_all(self, exc: Exception) -> None:
         for reqs in list(self._groups.values()):

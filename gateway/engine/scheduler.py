@@ -110,7 +110,10 @@ class Scheduler:
         return ext
 
     def _decode_batch(self) -> Batch | None:
-        while self.running and self.pool.available + self.cache.evictable_size < len(self.running):
+        """Every running request extends by its uncomputed tokens: one after sampling, more after
+        a jump-forward appended a forced stretch."""
+        need = lambda: sum(r.seq_len - r.kv_len for r in self.running)
+        while self.running and self.pool.available + self.cache.evictable_size < need():
             victims = self.prefilling + self.running
             if len(victims) == 1:                 # the pool cannot hold this request alone: it ends here
                 self.finish(victims[0], "length")
@@ -120,6 +123,11 @@ class Scheduler:
         if not self.running:
             return None
         reqs = list(self.running)
+        exts = [r.seq_len - r.kv_len for r in reqs]
+        if sum(exts) != len(reqs):
+            for r, ext in zip(reqs, exts):
+                assert self._extend_row(r, ext), "availability was ensured above"
+            return Batch(reqs, exts, False)
         if self.pool.available < len(reqs):
             self.cache.evict(len(reqs) - self.pool.available)
         slots = self.pool.alloc(len(reqs))
@@ -128,7 +136,7 @@ class Scheduler:
         rows = torch.tensor([r.row for r in reqs], device=table.device)
         cols = torch.tensor([r.kv_len for r in reqs], device=table.device)
         table[rows, cols] = torch.tensor(slots, dtype=torch.int32, device=table.device)
-        return Batch(reqs, [1] * len(reqs), False)
+        return Batch(reqs, exts, False)
 
     def _extend_row(self, r: Req, n: int) -> bool:
         """Allocate slots for r's next n tokens into its row (evicting cached leaves if needed)."""

@@ -1,0 +1,76 @@
+"""Structured decoding inside the engine: a request's Matcher, its token mask each step, and
+jump-forward (appending the bytes every continuation must start with, as tokens, without sampling).
+
+The token table and masks are built per tokenizer on first use; grammars are compiled in the
+caller's thread (see `gateway.structured.constraint`), never on the step loop.
+"""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import torch
+
+from gateway.engine.tokenizer import Tokenizer
+from gateway.structured.masks import MaskComputer, pack
+from gateway.structured.matcher import Matcher
+from gateway.structured.tokens import TokenTable
+
+
+class Constraints:
+    def __init__(self, tokenizer: Tokenizer, vocab_size: int, device: torch.device, jump_forward: bool = True):
+        self.tokenizer, self.vocab_size, self.device = tokenizer, vocab_size, device
+        self.jump_forward = jump_forward
+        self._masks: MaskComputer | None = None
+        self._lock = threading.Lock()
+        self.forced_tokens = 0                     # tokens appended by jump-forward, for the benchmark
+
+    @property
+    def masks(self) -> MaskComputer:
+        with self._lock:                           # first use may come from a request thread
+            if self._masks is None:
+                table = TokenTable.from_hf(self.tokenizer.hf, self.vocab_size, self.tokenizer.eos_token_ids)
+                self._masks = MaskComputer(table)
+            return self._masks
+
+    def bitmask(self, matchers: list[Matcher | None]) -> torch.Tensor | None:
+        """int32 [rows, ceil(V/32)] for the sampler, or None when no row is constrained."""
+        if all(m is None for m in matchers):
+            return None
+        words = -(-self.vocab_size // 32)
+        out = np.full((len(matchers), words), -1, dtype=np.int32)
+        for i, m in enumerate(matchers):
+            if m is not None:
+                out[i] = pack(self.masks.allowed(m))
+        return torch.from_numpy(out).to(self.device)
+
+    def advance(self, matcher: Matcher, token: int) -> None:
+        data = self.masks.table.token_bytes[token]
+        assert data is not None and matcher.advance(data), "the sampler chose a token the mask refused"
+
+    @staticmethod
+    def complete(matcher: Matcher) -> bool:
+        """Nothing more may follow: the output is finished."""
+        return matcher.accepting and not matcher.next_bytes()
+
+    def forced_tokens_for(self, matcher: Matcher, budget: int) -> list[int]:
+        """Tokens for the forced continuation (at most `budget`), advancing the matcher over them.
+        Only whole tokens whose bytes are exactly the forced bytes are used: a forced stretch that
+        ends inside a character or tokenizes differently is left to ordinary decoding."""
+        if not self.jump_forward or budget <= 0:
+            return []
+        # Trailing whitespace stays with the model: tokenizers glue it to the next word.
+        forced = matcher.forced().rstrip(b" \n\t\r")
+        if not forced:
+            return []
+        try:
+            text = forced.decode("utf-8")
+        except UnicodeDecodeError:
+            return []
+        ids = self.tokenizer.encode(text)[:budget]
+        table = self.masks.table
+        data = b"".join(table.token_bytes[t] or b"\0" for t in ids)
+        if not ids or not forced.startswith(data) or not matcher.advance(data):
+            return []
+        self.forced_tokens += len(ids)
+        return ids
