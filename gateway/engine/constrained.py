@@ -16,6 +16,9 @@ from gateway.structured.masks import MaskComputer, pack
 from gateway.structured.matcher import Matcher
 from gateway.structured.tokens import TokenTable
 
+CLOSE_WINDOW = 64          # start looking for a valid ending this many tokens before max_tokens
+CLOSE_MARGIN = 6           # tokens one more sampled token could add to the ending
+
 
 class Constraints:
     def __init__(self, tokenizer: Tokenizer, vocab_size: int, device: torch.device, jump_forward: bool = True):
@@ -52,6 +55,31 @@ class Constraints:
     def complete(matcher: Matcher) -> bool:
         """Nothing more may follow: the output is finished."""
         return matcher.accepting and not matcher.next_bytes()
+
+    def closing_tokens(self, matcher: Matcher, remaining: int) -> list[int] | None:
+        """When the token budget is nearly spent, the tokens of the shortest valid ending, if it is
+        time to emit them now (they fit, with a margin for what one more sampled token could open)."""
+        if remaining > CLOSE_WINDOW:
+            return None
+        ending = matcher.shortest_completion()
+        if ending is None:
+            return None
+        ids = self._exact_tokens(ending)
+        if ids is None or len(ids) + CLOSE_MARGIN < remaining or len(ids) > remaining:
+            return None
+        assert matcher.advance(ending)
+        return ids
+
+    def _exact_tokens(self, data: bytes) -> list[int] | None:
+        """Token ids whose bytes are exactly `data`, or None."""
+        if not data:
+            return []
+        try:
+            ids = self.tokenizer.encode(data.decode("utf-8"))
+        except UnicodeDecodeError:
+            return None
+        table = self.masks.table
+        return ids if b"".join(table.token_bytes[t] or b"\0" for t in ids) == data else None
 
     def forced_tokens_for(self, matcher: Matcher, budget: int) -> list[int]:
         """Tokens for the forced continuation (at most `budget`), advancing the matcher over them.

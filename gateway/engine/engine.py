@@ -268,7 +268,7 @@ class Engine:
         return TokenLogprob(token, piece([token]), out.logprobs[j], top)
 
     def _append(self, r: Req, token: int, logprob: TokenLogprob | None) -> None:
-        tokens, complete = [token], False
+        tokens, complete, closed = [token], False, False
         if r.matcher is not None and token not in r.stop_ids:
             self.constraints.advance(r.matcher, token)
             complete = self.constraints.complete(r.matcher)
@@ -276,11 +276,16 @@ class Engine:
                 budget = r.max_new_tokens - len(r.output_ids) - 1
                 tokens += self.constraints.forced_tokens_for(r.matcher, budget)
                 complete = self.constraints.complete(r.matcher)
+            if not complete:                 # end validly rather than be cut mid-value by max_tokens
+                ending = self.constraints.closing_tokens(r.matcher, r.max_new_tokens - len(r.output_ids) - len(tokens))
+                if ending is not None:
+                    tokens += ending
+                    closed = True
         r.output_ids.extend(tokens)
         logprobs = [logprob] + [TokenLogprob(t, self.tokenizer.decode([t]), 0.0) for t in tokens[1:]] \
             if logprob else None
         text, hit = ("", False) if token in r.stop_ids else r.stops.feed(r.detok.push(tokens))
-        ended = hit or complete or token in r.stop_ids or len(r.output_ids) >= r.max_new_tokens
+        ended = hit or complete or closed or token in r.stop_ids or len(r.output_ids) >= r.max_new_tokens
         if not ended:
             r.group.emit(Delta(r.index, text, tokens, logprobs))
             return

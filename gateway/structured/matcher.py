@@ -80,6 +80,30 @@ class Matcher:
             out.append(nxt[0])
         return bytes(out)
 
+    def shortest_completion(self, limit: int = 4096) -> bytes | None:
+        """The fewest bytes that complete the match from here (breadth-first over stack sets), or
+        None when nothing within `limit` bytes does. Used to end validly when max_tokens runs out."""
+        if self.accepting:
+            return b""
+        frontier, seen = [(self.configs, b"")], {self.configs}
+        probe = self.copy()
+        while frontier:
+            nxt = []
+            for configs, path in frontier:
+                probe.configs = configs
+                for b in probe.next_bytes():
+                    after = self.step(configs, b)
+                    if not after or after in seen:
+                        continue
+                    probe.configs = after
+                    if probe.accepting:
+                        return path + bytes([b])
+                    if len(path) + 1 < limit:
+                        seen.add(after)
+                        nxt.append((after, path + bytes([b])))
+            frontier = nxt
+        return None
+
     def _closure(self, start) -> frozenset[Config]:
         rules = self.grammar.rules
         seen, todo = set(start), list(start)

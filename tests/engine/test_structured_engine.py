@@ -64,3 +64,12 @@ def test_max_tokens_cuts_honestly_and_bad_patterns_are_refused(engine):
     with pytest.raises(InvalidRequest) as err:
         sample(engine, Constraint("regex", r"(a)\1"), 1, "bad")
     assert err.value.param.startswith("regex")
+
+
+def test_running_out_of_tokens_still_ends_validly(engine):
+    pattern = r'\{"note": "[a-z ]*"\}'
+    outs = sample(engine, Constraint("regex", pattern), 8, "close", max_tokens=10)
+    for out in outs:
+        assert re.fullmatch(pattern, out["text"][0]), out["text"][0]
+        assert len(out["tokens"][0]) <= 10 and out["finish"][0] in ("stop", "length")
+    assert any(o["finish"] == ["length"] for o in outs), "some outputs were closed because the budget ran out"
