@@ -106,6 +106,16 @@ class TokenLogprob:
 
 
 @dataclass(slots=True)
+class ToolCall:
+    """One complete tool call the model made; arguments is JSON text that validates against the
+    tool's parameters schema."""
+    index: int
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(slots=True)
 class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -126,6 +136,7 @@ class Delta:
     logprobs: list[TokenLogprob] | None = None
     finish_reason: str | None = None               # stop | length | abort | tool_calls
     usage: Usage | None = None
+    tool_calls: list[ToolCall] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,7 @@ from gateway.api.errors import invalid
 from gateway.api.params import (MAX_INT, Body, check_model, constraint, namespace, sampling_params,
                                 stream_options)
 from gateway.api.shapes import Shaper, chat_logprobs
-from gateway.protocol import Delta, GenerateRequest, Usage
+from gateway.protocol import Constraint, Delta, GenerateRequest, ToolCall, Usage
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
 REFUSED = {"audio": "audio output", "functions": "the deprecated 'functions' (use 'tools')",
@@ -34,8 +34,13 @@ def parse_chat(data: Any, served: set[str], api_key: str, request_id: str) -> tu
         raise invalid("'top_logprobs' requires 'logprobs' to be true.", "top_logprobs", "invalid_value")
     stream = body.get("stream", bool, False)
     include_usage = stream_options(body, stream)
-    check_tools(body)
+    tools, tool_constraint = parse_tools(body)
     structured = constraint(body)
+    if tool_constraint is not None:
+        if structured is not None:
+            raise invalid("'response_format' (or 'regex' / 'choices') cannot be combined with tool calls; set "
+                          "tool_choice to 'none' or drop one.", "response_format", "invalid_value")
+        structured = tool_constraint
     modalities = body.get("modalities", list, ["text"])
     if modalities != ["text"]:
         raise invalid("Only the 'text' modality is supported.", "modalities", "unsupported_parameter")
@@ -48,7 +53,6 @@ def parse_chat(data: Any, served: set[str], api_key: str, request_id: str) -> tu
     body.get("user", str)
     body.get("safety_identifier", str)
     body.get("prompt_cache_key", str)           # a routing hint; prefix caching here is automatic
-    body.get("parallel_tool_calls", bool)
     kwargs = body.get("chat_template_kwargs", dict, {})
     reserved = sorted(set(kwargs) & {"messages", "tools", "documents"})
     if reserved:
@@ -60,24 +64,40 @@ def parse_chat(data: Any, served: set[str], api_key: str, request_id: str) -> tu
     ns = namespace(api_key, body)
     body.check_all_used()
     req = GenerateRequest(request_id, params, messages=messages, n=n, namespace=ns, chat_template_kwargs=kwargs,
-                          constraint=structured)
+                          constraint=structured, tools=tools)
     return req, model, stream, include_usage
 
 
-def check_tools(body: Body) -> None:
-    """tools are validated now and refused until tool calling lands."""
+def parse_tools(body: Body) -> tuple[list[dict] | None, Constraint | None]:
+    """tools (rendered into the prompt) and, unless tool_choice is 'none', the constraint that makes
+    every call parse and validate against its function's parameters."""
     tools = body.get("tools", list, [])
+    names = []
     for i, tool in enumerate(tools):
-        if not isinstance(tool, dict) or tool.get("type") != "function" or not isinstance(tool.get("function"), dict) \
-                or not isinstance(tool["function"].get("name"), str):
-            raise invalid(f"Invalid 'tools[{i}]': expected {{'type': 'function', 'function': {{'name': ...}}}}.",
-                          f"tools[{i}]", "invalid_value")
-    if tools:
-        raise invalid("'tools' are not supported by this server yet.", "tools", "unsupported_parameter")
-    choice = body.get("tool_choice", (str, dict), "none")
-    if choice not in ("none", "auto"):
-        raise invalid("'tool_choice' requires 'tools', which are not supported by this server yet.", "tool_choice",
-                      "unsupported_parameter")
+        fn = tool.get("function") if isinstance(tool, dict) else None
+        if not isinstance(tool, dict) or tool.get("type") != "function" or not isinstance(fn, dict) \
+                or not isinstance(fn.get("name"), str) or not fn["name"] \
+                or not isinstance(fn.get("parameters", {}), dict):
+            raise invalid(f"Invalid 'tools[{i}]': expected {{'type': 'function', 'function': {{'name': ..., "
+                          f"'parameters': {{...}}}}}}.", f"tools[{i}]", "invalid_value")
+        names.append(fn["name"])
+    if len(set(names)) != len(names):
+        raise invalid("Tool names must be unique.", "tools", "invalid_value")
+    choice = body.get("tool_choice", (str, dict), "auto" if tools else "none")
+    if isinstance(choice, dict):
+        name = (choice.get("function") or {}).get("name") if choice.get("type") == "function" else None
+        if name not in names:
+            raise invalid("'tool_choice' must name one of the given tools.", "tool_choice", "invalid_value")
+    elif choice not in ("none", "auto", "required"):
+        raise invalid(f"Invalid value for 'tool_choice': {choice!r}.", "tool_choice", "invalid_value")
+    elif choice != "none" and not tools:
+        raise invalid(f"'tool_choice' {choice!r} requires 'tools'.", "tool_choice", "invalid_value")
+    parallel = body.get("parallel_tool_calls", bool, True)
+    if not tools:
+        return None, None
+    if choice == "none":
+        return tools, None
+    return tools, Constraint("tools", {"tools": tools, "choice": choice, "parallel": parallel})
 
 
 def check_message(message: Any, i: int) -> dict:
@@ -105,7 +125,10 @@ def check_message(message: Any, i: int) -> dict:
     if role == "tool" and not isinstance(message.get("tool_call_id"), str):
         raise invalid(f"Missing required parameter: '{where}.tool_call_id'.", f"{where}.tool_call_id",
                       "missing_required_parameter")
-    for j, call in enumerate(message.get("tool_calls") or []):
+    calls = message.get("tool_calls") or []
+    if not isinstance(calls, list):
+        raise invalid(f"Invalid type for '{where}.tool_calls': expected an array.", f"{where}.tool_calls", "invalid_type")
+    for j, call in enumerate(calls):
         fn = call.get("function") if isinstance(call, dict) else None
         if role != "assistant" or not isinstance(fn, dict) or not isinstance(fn.get("name"), str) \
                 or not isinstance(fn.get("arguments"), str):
@@ -117,7 +140,11 @@ class ChatShaper(Shaper):
     object_full, object_chunk, id_prefix = "chat.completion", "chat.completion.chunk", "chatcmpl-"
 
     def choice(self, index: int, text: str, finish: str | None, logprobs: list | None) -> dict:
-        return {"index": index, "message": {"role": "assistant", "content": text, "refusal": None, "annotations": []},
+        message = {"role": "assistant", "content": text, "refusal": None, "annotations": []}
+        if self.tool_calls[index]:
+            message["tool_calls"] = [tool_call(c) for c in self.tool_calls[index]]
+            message["content"] = text or None
+        return {"index": index, "message": message,
                 "logprobs": chat_logprobs(logprobs) if self.want_logprobs else None, "finish_reason": finish}
 
     def first_chunk_choice(self, index: int) -> dict:
@@ -125,12 +152,18 @@ class ChatShaper(Shaper):
                 "finish_reason": None}
 
     def chunk_choice(self, delta: Delta) -> dict:
-        body = {"content": delta.text} if delta.text or not delta.finish_reason else {}
+        body = {"content": delta.text} if delta.text or not (delta.finish_reason or delta.tool_calls) else {}
+        if delta.tool_calls:
+            body["tool_calls"] = [{"index": c.index, **tool_call(c)} for c in delta.tool_calls]
         logprobs = chat_logprobs(delta.logprobs) if self.want_logprobs and delta.logprobs else None
         return {"index": delta.index, "delta": body, "logprobs": logprobs, "finish_reason": delta.finish_reason}
 
     def usage(self, usage: Usage) -> dict:
         return usage_object(usage)
+
+
+def tool_call(call: ToolCall) -> dict:
+    return {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
 
 
 def usage_object(usage: Usage) -> dict:

@@ -44,6 +44,7 @@ class Shaper(ABC):
         self.logprobs: list[list[TokenLogprob]] = [[] for _ in range(n)]
         self.finish: list[str | None] = [None] * n
         self.started = [False] * n
+        self.tool_calls: list[list] = [[] for _ in range(n)]
         self.final_usage: Usage | None = None
 
     @abstractmethod
@@ -62,6 +63,7 @@ class Shaper(ABC):
         i = delta.index
         self.text[i] += delta.text
         self.logprobs[i] += delta.logprobs or []
+        self.tool_calls[i] += delta.tool_calls or []
         if delta.finish_reason:
             self.finish[i] = delta.finish_reason
         if delta.usage:
@@ -84,10 +86,11 @@ class Shaper(ABC):
             first = self.first_chunk_choice(delta.index)
             if first is not None:
                 out.append(first)
-        if delta.finish_reason and (delta.text or delta.logprobs):
-            out.append(self.chunk_choice(Delta(delta.index, delta.text, delta.token_ids, delta.logprobs)))
+        if delta.finish_reason and (delta.text or delta.logprobs or delta.tool_calls):
+            out.append(self.chunk_choice(Delta(delta.index, delta.text, delta.token_ids, delta.logprobs,
+                                               tool_calls=delta.tool_calls)))
             delta = Delta(delta.index, finish_reason=delta.finish_reason)
-        if delta.text or delta.logprobs or delta.finish_reason:
+        if delta.text or delta.logprobs or delta.finish_reason or delta.tool_calls:
             out.append(self.chunk_choice(delta))
         chunks = [self.envelope(self.object_chunk, [c]) for c in out]
         if include_usage:

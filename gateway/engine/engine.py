@@ -28,6 +28,7 @@ from gateway.engine.scheduler import Batch, Scheduler
 from gateway.engine.stats import StepTimings
 from gateway.engine.stop import StopStrings
 from gateway.engine.tokenizer import Tokenizer
+from gateway.engine.tools import ToolCallStream, ToolFormat, tool_grammar
 from gateway.protocol import (BackendUnavailable, Delta, GenerateRequest, InvalidRequest, ModelCard, Overloaded,
                                TokenLogprob)
 from gateway.structured.constraint import compile_constraint
@@ -52,6 +53,7 @@ class Engine:
         self.scheduler = Scheduler(self.runner.pool, self.runner.req_pool, self.cache, max_running=max_running,
                                    chunk_tokens=chunk_tokens)
         self.sampler = Sampler(self.runner.cfg.vocab_size, dev)
+        self.tool_format = ToolFormat.detect(self.tokenizer.hf.chat_template)
         self.constraints = Constraints(self.tokenizer, self.runner.cfg.vocab_size, dev, jump_forward)
         self.debug_checks = debug_checks
         self.max_waiting = max_waiting
@@ -104,6 +106,8 @@ class Engine:
         reqs = [self._make_req(req, group, i, prompt_ids, max_new) for i in range(req.n)]
         for r in reqs:
             r.matcher = Matcher(grammar) if grammar is not None else None
+            if req.constraint is not None and req.constraint.kind == "tools":
+                r.tool_stream = ToolCallStream(self.tool_format)
         self._inbox.put(lambda: self._add(reqs))
         finished = False
         try:
@@ -142,7 +146,12 @@ class Engine:
         ids = self._prompt_ids(req)
         if req.constraint is None:
             return ids, None
-        grammar = compile_constraint(req.constraint)
+        if req.constraint.kind == "tools":
+            if self.tool_format is None:
+                raise InvalidRequest(f"the chat template of {self.name} has no tool-call format", "tools")
+            grammar = tool_grammar(self.tool_format, req.constraint.spec)
+        else:
+            grammar = compile_constraint(req.constraint)
         self.constraints.masks                     # the token table is built once, here, not in a step
         return ids, grammar
 
@@ -286,15 +295,24 @@ class Engine:
             if logprob else None
         text, hit = ("", False) if token in r.stop_ids else r.stops.feed(r.detok.push(tokens))
         ended = hit or complete or closed or token in r.stop_ids or len(r.output_ids) >= r.max_new_tokens
+        reason = None
+        if ended:
+            reason = "stop" if hit or complete or token in r.stop_ids else "length"
+            if not hit:
+                tail, hit = self._held_text(r)
+                text, reason = text + tail, "stop" if hit else reason
+        calls = None
+        if r.tool_stream is not None:
+            text, calls = r.tool_stream.feed(text)
+            if ended:
+                rest, more = r.tool_stream.flush()
+                text, calls = text + rest, calls + more
+                reason = "tool_calls" if r.tool_stream.calls and reason == "stop" else reason
         if not ended:
-            r.group.emit(Delta(r.index, text, tokens, logprobs))
+            r.group.emit(Delta(r.index, text, tokens, logprobs, tool_calls=calls or None))
             return
-        reason = "stop" if hit or complete or token in r.stop_ids else "length"
-        if not hit:
-            tail, hit = self._held_text(r)
-            text, reason = text + tail, "stop" if hit else reason
         self.scheduler.finish(r, reason)
-        self._finish(r, reason, text, tokens, logprobs)
+        self._finish(r, reason, text, tokens, logprobs, calls)
 
     @staticmethod
     def _held_text(r: Req) -> tuple[str, bool]:
@@ -302,7 +320,8 @@ class Engine:
         tail, hit = r.stops.feed(r.detok.flush())
         return (tail, True) if hit else (tail + r.stops.flush(), False)
 
-    def _finish(self, r: Req, reason: str, text: str, tokens: list[int] = (), logprobs: list | None = None):
+    def _finish(self, r: Req, reason: str, text: str, tokens: list[int] = (), logprobs: list | None = None,
+                calls: list | None = None):
         r.finish_reason = reason
         g = r.group
         g.usage.completion_tokens += len(r.output_ids)
@@ -316,7 +335,7 @@ class Engine:
             self.prompt_tokens += g.usage.prompt_tokens
             self.cached_prompt_tokens += g.usage.cached_tokens
             self._groups.pop(g.request_id, None)
-        g.emit(Delta(r.index, text, list(tokens), logprobs, reason, usage))
+        g.emit(Delta(r.index, text, list(tokens), logprobs, reason, usage, calls or None))
 
     def _fail_all(self, exc: Exception) -> None:
         for reqs in list(self._groups.values()):

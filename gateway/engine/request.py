@@ -46,6 +46,7 @@ class Req:
     generator: torch.Generator | None = None
     after: "Req | None" = None               # a sibling whose prompt prefill this one waits for
     matcher: Any = None                      # structured output: the grammar's state, None when free
+    tool_stream: Any = None                  # splits output into content and tool calls, when tools are on
     output_ids: list[int] = field(default_factory=list)
     row: int | None = None
     node: Any = None                         # locked radix node covering [0, cached_len)
