@@ -1,0 +1,299 @@
+"""The JSON building blocks of a schema grammar: whitespace, members, elements, objects, arrays, and
+literal values (enum, const), as Dfas with calls.
+
+Whitespace: at most `max_ws` of space, tab, newline, carriage return at each place JSON allows it
+(after `{` `[` `:` `,` and before `}` `]` `:` `,`), so generation cannot loop on it; none before or
+after the top-level value. A member rule owns the whitespace around its key and value
+(`ws "key" ws : ws value ws`), an element rule the whitespace around its value, so each place has
+exactly one slot; only the empty `{ }` and `[ ]` need their own.
+
+Objects: with at most ANY_ORDER_KEYS declared keys, the declared keys may come in any order, each at
+most once: the state between members is the set of keys seen. With more, declared keys come in
+schema order (each optional one may be left out). Other keys (when the schema allows them) may come
+anywhere, as often as wanted: each class of other keys (by which patternProperties they match) has
+its own member rule and value schema, and no class's key automaton accepts any encoding of a
+declared key, so a declared key is always checked against its own schema.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import numpy as np
+
+from gateway.structured.grammar import Dfa
+from gateway.structured.json_strings import string_literal_nfa
+from gateway.structured.json_normal import UnsupportedSchema
+from gateway.structured.regex import Nfa, UnsupportedRegex, chars, concat, literal, repeat, to_dfa, union
+
+WS = b" \t\n\r"
+ANY_ORDER_KEYS = 8
+Calls = dict[int, list[tuple[int, int]]]
+
+
+class Builder:
+    """A Dfa with calls under construction: states are numbered as they are made, whole automata
+    are copied in as blocks (`embed`), single transitions are checked for conflicts."""
+
+    def __init__(self):
+        self.size = 0
+        self._blocks: list[tuple[int, Dfa]] = []
+        self._edges: dict[tuple[int, int], int] = {}
+        self.calls: Calls = {}
+        self.accepting: set[int] = set()
+
+    def state(self) -> int:
+        self.size += 1
+        return self.size - 1
+
+    def edge(self, sources: list[int], data: bytes, target: int) -> None:
+        for s in sources:
+            for b in data:
+                assert self._edges.setdefault((s, b), target) == target, "conflicting transitions"
+
+    def ws(self, starts: list[int], max_ws: int) -> list[int]:
+        """The states after 0..max_ws whitespace bytes from any of starts."""
+        out, prev = list(starts), list(starts)
+        for _ in range(max_ws):
+            w = self.state()
+            self.edge(prev, WS, w)
+            out.append(w)
+            prev = [w]
+        return out
+
+    def lit(self, starts: list[int], data: bytes) -> int:
+        prev = starts
+        for b in data:
+            s = self.state()
+            self.edge(prev, bytes([b]), s)
+            prev = [s]
+        return prev[0]
+
+    def call(self, starts: list[int], rule: int) -> int:
+        ret = self.state()
+        for s in starts:
+            self.calls.setdefault(s, []).append((rule, ret))
+        return ret
+
+    def embed(self, starts: list[int], dfa: Dfa, calls: Calls | None = None) -> list[int]:
+        """A copy of dfa entered from each of starts (its start's moves and calls are given to
+        them); returns the copy's accepting states."""
+        assert not dfa.accept[0], "an embedded value cannot be empty"
+        off = self.size
+        self._blocks.append((off, dfa))
+        self.size += dfa.num_states
+        row = dfa.trans[0]
+        for b in np.flatnonzero(row >= 0).tolist():
+            self.edge(starts, bytes([b]), off + int(row[b]))
+        for state, targets in (calls or {}).items():
+            shifted = [(rule, off + ret) for rule, ret in targets]
+            for s in (starts if state == 0 else [off + state]):
+                self.calls.setdefault(s, []).extend(shifted)
+        return (off + np.flatnonzero(dfa.accept)).tolist()
+
+    def build(self) -> tuple[Dfa, Calls]:
+        trans = np.full((max(self.size, 1), 256), -1, dtype=np.int32)
+        for off, dfa in self._blocks:
+            trans[off:off + dfa.num_states] = np.where(dfa.trans >= 0, dfa.trans + np.int32(off), -1)
+        if self._edges:
+            (src, byte), dst = np.array(list(self._edges)).T, np.fromiter(self._edges.values(), dtype=np.int32)
+            assert ((trans[src, byte] == -1) | (trans[src, byte] == dst)).all(), "conflicting transitions"
+            trans[src, byte] = dst
+        accept = np.zeros(len(trans), dtype=np.bool_)
+        accept[list(self.accepting)] = True
+        return Dfa(trans, accept), self.calls
+
+
+def member(key: tuple[Dfa, Calls], value_rule: int, max_ws: int) -> tuple[Dfa, Calls]:
+    """ws "key" ws : ws value ws"""
+    b = Builder()
+    ends = b.embed(b.ws([b.state()], max_ws), *key)
+    colon = b.lit(b.ws(ends, max_ws), b":")
+    ret = b.call(b.ws([colon], max_ws), value_rule)
+    b.accepting.update(b.ws([ret], max_ws))
+    return b.build()
+
+
+def element(value_rule: int, max_ws: int) -> tuple[Dfa, Calls]:
+    """ws value ws"""
+    b = Builder()
+    ret = b.call(b.ws([b.state()], max_ws), value_rule)
+    b.accepting.update(b.ws([ret], max_ws))
+    return b.build()
+
+
+@lru_cache(maxsize=4096)
+def key_dfa(key: str) -> Dfa:
+    """Every JSON encoding of this key, quotes included."""
+    data = key.encode()
+    if all(0x20 <= b < 0x7F and b not in b'"\\/' for b in data):      # one spelling: a chain
+        trans = np.full((len(data) + 3, 256), -1, dtype=np.int32)
+        for i, b in enumerate(b'"' + data + b'"'):
+            trans[i, b] = i + 1
+        return Dfa(trans, np.arange(len(data) + 3) == len(data) + 2)
+    return small_dfa(concat(literal('"'), string_literal_nfa(key), literal('"')), "properties")
+
+
+def small_dfa(nfa: Nfa, keyword: str) -> Dfa:
+    """to_dfa, refusing the schema (naming keyword) when the automaton would be too large."""
+    try:
+        return to_dfa(nfa)
+    except UnsupportedRegex:
+        raise UnsupportedSchema(keyword, "too many values or keys for one automaton") from None
+
+
+@dataclass
+class ObjectShape:
+    members: list[int]                        # member rule of each declared key
+    required: set[int] = field(default_factory=set)
+    others: list[int] = field(default_factory=list)   # member rules for the other keys (by key class)
+    min_props: int = 0                        # counted only in any-order mode without other keys
+    max_props: int | None = None
+    nonempty: bool = False                    # no `{}` (minProperties 1 where counts are not tracked)
+    depends: dict[int, set[int]] = field(default_factory=dict)    # present key -> keys it requires
+
+    @property
+    def any_order(self) -> bool:
+        return len(self.members) <= ANY_ORDER_KEYS
+
+
+def object_piece(shape: ObjectShape, max_ws: int) -> tuple[Dfa, Calls]:
+    n = len(shape.members)
+    b = Builder()
+    start, end = b.state(), b.state()
+    b.accepting.add(end)
+    after_brace = b.lit([start], b"{")
+    expect: dict = {}                         # position -> state expecting a member (after , or {)
+    after: dict = {}                          # position -> state after a member
+
+    if shape.any_order:
+        def moves(seen: int):
+            count = bin(seen).count("1")
+            if shape.max_props is None or count < shape.max_props:
+                yield from ((m, seen | 1 << j) for j, m in enumerate(shape.members) if not seen >> j & 1)
+
+        def closable(seen: int) -> bool:
+            present = {j for j in range(n) if seen >> j & 1}
+            return (shape.required <= present and bin(seen).count("1") >= shape.min_props
+                    and all(shape.depends.get(j, set()) <= present for j in present))
+    else:
+        def moves(pos: int):
+            for j in range(pos, n):
+                yield shape.members[j], j + 1
+                if j in shape.required:
+                    break
+
+        def closable(pos: int) -> bool:
+            return not any(j >= pos for j in shape.required)
+
+    def after_state(pos) -> int:
+        if pos not in after:
+            after[pos] = b.state()
+            todo.append(pos)
+        return after[pos]
+
+    def offer(state: int, pos) -> bool:
+        """Calls from state to every member allowed at pos; False when there is none."""
+        options = list(moves(pos)) + [(other, pos) for other in shape.others]
+        for rule, nxt in options:
+            b.calls.setdefault(state, []).append((rule, after_state(nxt)))
+        return bool(options)
+
+    todo: list = []
+    offer(after_brace, 0)
+    if closable(0) and not shape.nonempty:
+        b.edge(b.ws([after_brace], max_ws), b"}", end)
+    while todo:
+        pos = todo.pop()
+        state = after[pos]
+        if closable(pos):
+            b.edge([state], b"}", end)
+        expect[pos] = b.state()
+        if offer(expect[pos], pos):
+            b.edge([state], b",", expect[pos])
+    return b.build()
+
+
+@dataclass
+class ArrayShape:
+    prefix: list[int | None]                  # element rule per leading position (None: no value fits)
+    items: int | None                         # element rule for the rest (None: no more items)
+    min_items: int = 0
+    max_items: int | None = None
+
+
+def array_piece(shape: ArrayShape, max_ws: int) -> tuple[Dfa, Calls] | None:
+    """None when no array fits the shape."""
+    limit = shape.max_items
+    for i, rule in enumerate(shape.prefix):
+        if rule is None:
+            limit = i if limit is None else min(limit, i)
+    if shape.items is None:
+        limit = len(shape.prefix) if limit is None else min(limit, len(shape.prefix))
+    if limit is not None and shape.min_items > limit:
+        return None
+    top = limit if limit is not None else max(len(shape.prefix), shape.min_items, 1)
+
+    def rule_at(p: int) -> int:
+        return shape.prefix[p] if p < len(shape.prefix) else shape.items
+
+    b = Builder()
+    start, end = b.state(), b.state()
+    b.accepting.add(end)
+    after_bracket = b.lit([start], b"[")
+    after = {p: b.state() for p in range(1, top + 1)}     # after p elements (top: top or more)
+    expect = {p: b.state() for p in range(1, top + 1)}    # after p elements and a comma
+    for p in range(top + 1):
+        if limit is None or p < limit:
+            source = after_bracket if p == 0 else expect[p]
+            b.calls.setdefault(source, []).append((rule_at(p), after[min(p + 1, top)]))
+            if p:
+                b.edge([after[p]], b",", expect[p])
+        if p and p >= shape.min_items:
+            b.edge([after[p]], b"]", end)
+    if shape.min_items == 0:
+        b.edge(b.ws([after_bracket], max_ws), b"]", end)
+    return b.build()
+
+
+def value_dfa(values: list, max_ws: int) -> Dfa:
+    """Exactly these JSON values (enum, const): json.dumps spellings, keys in the value's order,
+    any string encoding, up to max_ws whitespace between tokens."""
+    return _value_dfa(json.dumps(values), max_ws)
+
+
+@lru_cache(maxsize=1024)
+def _value_dfa(values_json: str, max_ws: int) -> Dfa:
+    values = json.loads(values_json)
+    ws = repeat(chars(((0x09, 0x0A), (0x0D, 0x0D), (0x20, 0x20))), 0, max_ws)
+    try:
+        return small_dfa(union(*(_value_nfa(v, ws) for v in values)), "enum")
+    except UnsupportedRegex:
+        raise UnsupportedSchema("enum", "too many values for one automaton") from None
+
+
+def _value_nfa(v, ws: Nfa) -> Nfa:
+    if v is None or isinstance(v, bool):
+        return literal(json.dumps(v))
+    if isinstance(v, int):
+        return literal(str(v))
+    if isinstance(v, float):
+        assert math.isfinite(v)
+        return literal(json.dumps(v))
+    if isinstance(v, str):
+        return concat(literal('"'), string_literal_nfa(v), literal('"'))
+    if isinstance(v, list):
+        items = [concat(ws, _value_nfa(x, ws), ws) for x in v] or [ws]
+        return concat(literal("["), *_joined(items), literal("]"))
+    items = [concat(ws, literal('"'), string_literal_nfa(k), literal('"'), ws, literal(":"), ws, _value_nfa(x, ws), ws)
+             for k, x in v.items()] or [ws]
+    return concat(literal("{"), *_joined(items), literal("}"))
+
+
+def _joined(parts: list[Nfa]) -> list[Nfa]:
+    out = []
+    for i, p in enumerate(parts):
+        out += [literal(","), p] if i else [p]
+    return out

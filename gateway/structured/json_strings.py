@@ -1,0 +1,265 @@
+"""JSON string literals whose decoded text a given automaton accepts.
+
+The constraints of a string schema (pattern, format, length, a set of keys) are automata over the
+UTF-8 bytes of the *decoded* text; the model writes the *encoded* text. `json_string` lifts one to
+the other exactly: the quotes around it, raw characters where JSON allows them (never `"`, `\\` or
+controls below 0x20), and escapes. An escape is a call: a body state reading `\\` moves to a state
+that calls, for each state t the text automaton reaches by one escapable character, the rule
+reading "the rest of an escape of one of those characters", returning to t. Escape rules are shared
+by character set, and ordinary text stays inside one rule, where token masks are cheap.
+
+Escapes accepted: \\" \\\\ \\/ \\b \\f \\n \\r \\t, and \\uXXXX (either case) for controls and code
+points from U+0080, astral ones as a surrogate pair. \\u escapes of printable ASCII (\\u0041 for A)
+are refused: nobody writes them and allowing them would only give a model more ways to spend tokens.
+Lone surrogates are refused (the decoded text would not be valid Unicode).
+
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+
+from gateway.structured.grammar import Dfa
+from gateway.structured.regex import Nfa, chars, concat, literal, to_dfa, union
+from gateway.structured.regex_parse import CodePoints, normalize
+
+SHORT_ESCAPES = {0x22: "\"", 0x5C: "\\", 0x2F: "/", 0x08: "b", 0x0C: "f", 0x0A: "n", 0x0D: "r", 0x09: "t"}
+RAW_FORBIDDEN = [*range(0x20), 0x22, 0x5C]
+ESCAPABLE_ASCII = [*range(0x20), 0x22, 0x2F, 0x5C]
+ESCAPABLE = normalize([(0x00, 0x1F), (0x22, 0x22), (0x2F, 0x2F), (0x5C, 0x5C), (0x80, 0x10FFFF)])
+U_ESCAPABLE = normalize([(0x00, 0x1F), (0x80, 0xD7FF), (0xE000, 0x10FFFF)])
+# UTF-8: lead byte ranges and the continuation ranges that follow each.
+UTF8_SHAPES = [((0xC2, 0xDF), [(0x80, 0xBF)]), ((0xE0, 0xE0), [(0xA0, 0xBF), (0x80, 0xBF)]),
+               ((0xE1, 0xEC), [(0x80, 0xBF)] * 2), ((0xED, 0xED), [(0x80, 0x9F), (0x80, 0xBF)]),
+               ((0xEE, 0xEF), [(0x80, 0xBF)] * 2), ((0xF0, 0xF0), [(0x90, 0xBF), (0x80, 0xBF), (0x80, 0xBF)]),
+               ((0xF1, 0xF3), [(0x80, 0xBF)] * 3), ((0xF4, 0xF4), [(0x80, 0x8F), (0x80, 0xBF), (0x80, 0xBF)])]
+
+
+class EscapeRules:
+    """Register of the shared escape rules: `rule_for(code points) -> rule index`; `add` is the
+    grammar's rule registration, called once per distinct set."""
+
+    def __init__(self, add):
+        self._add = add
+        self._index: dict[CodePoints, int] = {}
+
+    def rule_for(self, cps: CodePoints) -> int:
+        if cps not in self._index:
+            self._index[cps] = self._add("escape", escape_dfa(cps))
+        return self._index[cps]
+
+
+def json_string(text: Dfa, escapes: EscapeRules) -> tuple[Dfa, dict[int, list[tuple[int, int]]]]:
+    """The quoted, escaped JSON strings whose decoded UTF-8 `text` accepts, as a Dfa with calls.
+    `text` must accept only valid UTF-8 and be trimmed (every state can reach acceptance)."""
+    dfa, escaped = _lifted(text)
+    return dfa, {e: [(escapes.rule_for(cps), ret) for cps, ret in targets] for e, targets in escaped.items()}
+
+
+_LIFTED: dict[bytes, tuple[Dfa, dict]] = {}
+
+
+def _lifted(text: Dfa) -> tuple[Dfa, dict[int, list[tuple[CodePoints, int]]]]:
+    """json_string with the escape rules still named by their code points (cached by content)."""
+    key = text.digest()
+    if key in _LIFTED:
+        return _LIFTED[key]
+    n = text.num_states
+    start, final, first_esc = 0, n + 1, n + 2
+    boundary = _char_boundaries(text)
+    esc_targets = _escape_targets(text, boundary)
+    esc_states = {q: first_esc + i for i, q in enumerate(q for q in boundary if esc_targets[q])}
+    size = first_esc + len(esc_states)
+    trans = np.full((size, 256), -1, dtype=np.int32)
+    trans[1:n + 1] = np.where(text.trans >= 0, text.trans + 1, -1)
+    trans[1:n + 1, RAW_FORBIDDEN] = -1
+    trans[start, ord('"')] = 1
+    accepting = np.array(boundary)[text.accept[boundary]]
+    trans[accepting + 1, ord('"')] = final
+    escaped = {}
+    for q, e in esc_states.items():
+        trans[q + 1, ord("\\")] = e
+        escaped[e] = [(cps, t + 1) for t, cps in esc_targets[q].items()]
+    accept = np.zeros(size, dtype=np.bool_)
+    accept[final] = True
+    if len(_LIFTED) > 1024:
+        _LIFTED.clear()
+    _LIFTED[key] = (Dfa(trans, accept), escaped)
+    return _LIFTED[key]
+
+
+def string_literal_nfa(text: str) -> Nfa:
+    """Every JSON encoding of this exact string, without the quotes (a fragment for enums and keys)."""
+    parts = []
+    for ch in text:
+        cp = ord(ch)
+        options = [] if cp < 0x20 or ch in "\"\\" else [literal(ch)]
+        if cp in SHORT_ESCAPES:
+            options.append(literal("\\" + SHORT_ESCAPES[cp]))
+        if cp < 0x20 or cp >= 0x80:
+            options.append(concat(literal("\\"), _u_escapes(((cp, cp),))))
+        parts.append(union(*options))
+    return concat(*parts)
+
+
+@lru_cache(maxsize=256)
+def escape_dfa(cps: CodePoints) -> Dfa:
+    """What follows the backslash in an escape of one code point of `cps`."""
+    shorts = [literal(SHORT_ESCAPES[c]) for c in sorted(SHORT_ESCAPES) if _contains(cps, c)]
+    return to_dfa(union(*shorts, _u_escapes(cps)))
+
+
+def _u_escapes(cps: CodePoints) -> Nfa:
+    """u + 4 hex digits (and a second \\u unit for astral code points) for the members of cps."""
+    options = []
+    for lo, hi in _intersect(cps, U_ESCAPABLE):
+        if lo <= 0xFFFF:
+            options += [concat(literal("u"), _hex(seq)) for seq in _digit_ranges(lo, min(hi, 0xFFFF), 4, 16)]
+        if hi >= 0x10000:
+            for h_lo, h_hi, l_lo, l_hi in _surrogate_blocks(max(lo, 0x10000), hi):
+                for high in _digit_ranges(0xD800 + h_lo, 0xD800 + h_hi, 4, 16):
+                    for low in _digit_ranges(0xDC00 + l_lo, 0xDC00 + l_hi, 4, 16):
+                        options.append(concat(literal("u"), _hex(high), literal("\\u"), _hex(low)))
+    return union(*options)
+
+
+def _hex(digit_ranges: list[tuple[int, int]]) -> Nfa:
+    parts = []
+    for lo, hi in digit_ranges:
+        ranges = [(0x30 + lo, 0x30 + min(hi, 9))] if lo <= 9 else []
+        if hi >= 10:
+            a, b = max(lo, 10) - 10, hi - 10
+            ranges += [(0x61 + a, 0x61 + b), (0x41 + a, 0x41 + b)]
+        parts.append(chars(normalize(ranges)))
+    return concat(*parts)
+
+
+def _digit_ranges(lo: int, hi: int, width: int, base: int) -> list[list[tuple[int, int]]]:
+    """Sequences of per-digit ranges whose width-digit base-`base` numbers are exactly lo..hi."""
+    if width == 0:
+        return [[]]
+    unit = base ** (width - 1)
+    lo_d, hi_d = lo // unit, hi // unit
+    if lo_d == hi_d:
+        return [[(lo_d, lo_d)] + rest for rest in _digit_ranges(lo % unit, hi % unit, width - 1, base)]
+    out, first, last = [], lo_d, hi_d
+    if lo % unit:
+        out += [[(lo_d, lo_d)] + rest for rest in _digit_ranges(lo % unit, unit - 1, width - 1, base)]
+        first += 1
+    tail = []
+    if hi % unit != unit - 1:
+        tail = [[(hi_d, hi_d)] + rest for rest in _digit_ranges(0, hi % unit, width - 1, base)]
+        last -= 1
+    if first <= last:
+        out.append([(first, last)] + [(0, base - 1)] * (width - 1))
+    return out + tail
+
+
+def _surrogate_blocks(lo: int, hi: int) -> list[tuple[int, int, int, int]]:
+    """lo..hi (astral) as (high lo, high hi, low lo, low hi) blocks of 10-bit surrogate payloads."""
+    (h_lo, l_lo), (h_hi, l_hi) = divmod(lo - 0x10000, 1024), divmod(hi - 0x10000, 1024)
+    if h_lo == h_hi:
+        return [(h_lo, h_lo, l_lo, l_hi)]
+    out = []
+    if l_lo:
+        out.append((h_lo, h_lo, l_lo, 1023))
+        h_lo += 1
+    tail = []
+    if l_hi != 1023:
+        tail.append((h_hi, h_hi, 0, l_hi))
+        h_hi -= 1
+    if h_lo <= h_hi:
+        out.append((h_lo, h_hi, 0, 1023))
+    return out + tail
+
+
+def _contains(cps: CodePoints, c: int) -> bool:
+    return any(lo <= c <= hi for lo, hi in cps)
+
+
+def _intersect(a: CodePoints, b: CodePoints) -> CodePoints:
+    return normalize([(max(x, y), min(p, q)) for x, p in a for y, q in b if max(x, y) <= min(p, q)])
+
+
+def _char_boundaries(text: Dfa) -> list[int]:
+    """The states between whole characters (the others are inside a UTF-8 sequence). A byte below
+    0x80 or a lead byte fixes the continuations due after it; a continuation byte one less."""
+    due = np.full(text.num_states, -1)
+    due[0] = 0
+
+    def settle(targets: np.ndarray, d: int) -> None:
+        targets = np.unique(targets[targets >= 0])
+        if ((due[targets] >= 0) & (due[targets] != d)).any():
+            raise ValueError("text automaton mixes character boundaries and UTF-8 continuations")
+        due[targets] = d
+
+    for cols, d in ((slice(0, 0x80), 0), (slice(0xC2, 0xE0), 1), (slice(0xE0, 0xF0), 2), (slice(0xF0, 0xF5), 3)):
+        settle(text.trans[:, cols], d)
+    for d in (3, 2, 1):
+        settle(text.trans[due == d, 0x80:0xC0], d - 1)
+    return np.flatnonzero(due == 0).tolist()
+
+
+def _escape_targets(text: Dfa, boundary: list[int]) -> dict[int, dict[int, CodePoints]]:
+    """For each boundary state q: target state -> the escapable code points that lead there."""
+    padded = np.vstack([text.trans, np.full((1, 256), -1, dtype=np.int32)])   # row -1: dead
+    qs = np.array(boundary, dtype=np.int64)
+    # Fast path: the states where every non-ASCII character leads to one same state (or nowhere).
+    uniform = np.ones(len(qs), dtype=np.bool_)
+    common = None
+    for (lead_lo, lead_hi), conts in UTF8_SHAPES:
+        cur = qs
+        for b_lo, b_hi in [(lead_lo, lead_hi), *conts]:
+            block = padded[cur, b_lo:b_hi + 1]
+            uniform &= block.min(axis=1) == block.max(axis=1)
+            cur = block[:, 0]
+        common = cur if common is None else common
+        uniform &= cur == common
+    ascii_targets = padded[qs][:, ESCAPABLE_ASCII]
+    simple = uniform & (ascii_targets == common[:, None]).all(axis=1)     # every escape to one state
+    out = {}
+    for i, q in enumerate(boundary):
+        if simple[i]:
+            out[q] = {int(common[i]): ESCAPABLE} if common[i] >= 0 else {}
+            continue
+        found: dict[int, list[tuple[int, int]]] = {}
+        for cp in ESCAPABLE_ASCII:
+            t = int(text.trans[q, cp])
+            if t >= 0:
+                found.setdefault(t, []).append((cp, cp))
+        if uniform[i]:
+            if common[i] >= 0:
+                found.setdefault(int(common[i]), []).append((0x80, 0x10FFFF))
+        else:
+            _non_ascii_targets(padded, q, found)
+        out[q] = {t: normalize(r) for t, r in sorted(found.items())}
+    return out
+
+
+def _non_ascii_targets(padded: np.ndarray, q: int, found: dict[int, list[tuple[int, int]]]) -> None:
+    """Walk the UTF-8 sequences from q byte by byte, taking a whole subtree at once where every
+    completion of it ends in one state (a subtree's code points are one interval: UTF-8 keeps order)."""
+    def end_states(state: int, conts: list[tuple[int, int]]) -> np.ndarray:
+        states = np.array([state])
+        for lo, hi in conts:
+            states = np.unique(padded[states, lo:hi + 1])
+        return states
+
+    def visit(state: int, prefix: bytes, conts: list[tuple[int, int]]) -> None:
+        ends = end_states(state, conts)
+        if len(ends) == 1:
+            if ends[0] >= 0:
+                low = bytes(prefix) + bytes(lo for lo, _ in conts)
+                high = bytes(prefix) + bytes(hi for _, hi in conts)
+                found.setdefault(int(ends[0]), []).append((ord(low.decode()), ord(high.decode())))
+            return
+        lo, hi = conts[0]
+        for b in range(lo, hi + 1):
+            if padded[state, b] >= 0:
+                visit(int(padded[state, b]), prefix + bytes([b]), [(0x80, 0xBF)] * (len(conts) - 1))
+
+    for (lead_lo, lead_hi), conts in UTF8_SHAPES:
+        for b in range(lead_lo, lead_hi + 1):
+            if padded[q, b] >= 0:
+                visit(int(padded[q, b]), bytes([b]), conts)

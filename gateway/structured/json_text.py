@@ -1,0 +1,280 @@
+"""Automata over the decoded text of a JSON string (its UTF-8 bytes): what pattern, format,
+minLength/maxLength and "not one of these keys" allow. json_strings lifts them to JSON syntax.
+
+Lengths count code points, so an escape or a multi-byte character is one character. Counting takes
+eight states per count (the boundary and the positions inside a UTF-8 sequence), so counts above
+MAX_COUNT are held there: a larger maxLength is enforced as MAX_COUNT (stricter, never weaker), a
+larger minLength is refused. A length the pattern or format already implies costs nothing.
+
+Formats are regexes of their usual forms: date, time, date-time (RFC 3339, at most 9 fraction
+digits), email (dot-atom local part, dotted domain), uuid (RFC 4122 text), uri / uri-reference
+(RFC 3986 characters, scheme required for uri), ipv4, ipv6, hostname (RFC 1123 labels).
+"""
+from __future__ import annotations
+
+from collections import deque
+from functools import lru_cache
+
+import numpy as np
+
+from gateway.structured.grammar import Dfa
+from gateway.structured.json_normal import UnsupportedSchema
+from gateway.structured.regex import UnsupportedRegex, choice_dfa, regex_dfa, regex_to_dfa_cached
+
+MAX_COUNT = 1024
+MAX_STATES = 20_000
+MAX_KEY_CLASSES = 16
+_DATE = r"[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
+_TIME = r"([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)(\.[0-9]{1,9})?([Zz]|[+\-]([01][0-9]|2[0-3]):[0-5][0-9])"
+_OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4 = rf"{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}"
+_H16 = r"[0-9A-Fa-f]{1,4}"
+_LS32 = rf"({_H16}:{_H16}|{_IPV4})"
+_IPV6 = "|".join([rf"({_H16}:){{6}}{_LS32}", rf"::({_H16}:){{5}}{_LS32}", rf"({_H16})?::({_H16}:){{4}}{_LS32}",
+                  rf"(({_H16}:){{0,1}}{_H16})?::({_H16}:){{3}}{_LS32}", rf"(({_H16}:){{0,2}}{_H16})?::({_H16}:){{2}}{_LS32}",
+                  rf"(({_H16}:){{0,3}}{_H16})?::{_H16}:{_LS32}", rf"(({_H16}:){{0,4}}{_H16})?::{_LS32}",
+                  rf"(({_H16}:){{0,5}}{_H16})?::{_H16}", rf"(({_H16}:){{0,6}}{_H16})?::"])
+_URI_CHARS = r"([A-Za-z0-9\-._~!$&'()*+,;=:@/?#\[\]]|%[0-9A-Fa-f]{2})*"
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\-]+"
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9\-]{0,61}[A-Za-z0-9])?"
+FORMATS = {
+    "date": _DATE,
+    "time": _TIME,
+    "date-time": rf"{_DATE}[Tt]{_TIME}",
+    "email": rf"{_ATOM}(\.{_ATOM})*@{_LABEL}(\.{_LABEL})+",
+    "uuid": r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}",
+    "uri": rf"[A-Za-z][A-Za-z0-9+.\-]*:{_URI_CHARS}",
+    "uri-reference": rf"([A-Za-z][A-Za-z0-9+.\-]*:)?{_URI_CHARS}",
+    "ipv4": _IPV4,
+    "ipv6": _IPV6,
+    "hostname": rf"{_LABEL}(\.{_LABEL})*",
+}
+
+
+@lru_cache(maxsize=512)
+def string_text(pattern: str | None, fmt: str | None, min_len: int, max_len: int | None) -> Dfa | None:
+    """The decoded texts allowed by these string keywords (None: no text is)."""
+    text = None
+    if pattern is not None:
+        text = pattern_dfa(pattern)
+    if fmt is not None:
+        if fmt not in FORMATS:
+            raise UnsupportedSchema(f"format: {fmt}", f"supported formats: {', '.join(FORMATS)}")
+        text = format_dfa(fmt) if text is None else intersect(text, format_dfa(fmt), "format")
+    if text is not None:
+        if not text.accept.any():
+            return None
+        shortest, longest = length_range(text)
+        min_len = 0 if min_len <= shortest else min_len
+        max_len = None if max_len is not None and longest is not None and longest <= max_len else max_len
+    if min_len > MAX_COUNT:
+        raise UnsupportedSchema("minLength", f"at most {MAX_COUNT} is supported")
+    if max_len is not None:
+        max_len = min(max_len, MAX_COUNT)
+        if min_len > max_len:
+            return None
+    if min_len or max_len is not None:
+        count = count_dfa(min_len, max_len)
+        text = count if text is None else intersect(text, count, "maxLength" if max_len is not None else "minLength")
+    text = count_dfa(0, None) if text is None else text
+    return text if text.accept.any() else None
+
+
+@lru_cache(maxsize=None)
+def format_dfa(fmt: str) -> Dfa:
+    return regex_dfa(FORMATS[fmt])
+
+
+@lru_cache(maxsize=256)
+def key_classes(declared: tuple[str, ...], patterns: tuple[str, ...], names: tuple | None) -> list[tuple[tuple[str, ...], Dfa]]:
+    """The undeclared keys, split by which patterns they match: [(patterns matched, key texts)],
+    empty classes left out. `names`, when given, is the propertyNames spec (see names_text) every
+    key must meet."""
+    text = count_dfa(0, None) if names is None else names_text(names)
+    if text is None:
+        return []
+    if declared:
+        text = others_than(declared) if names is None else intersect(text, others_than(declared), "properties")
+    classes = [((), text)] if text.accept.any() else []
+    for p in patterns:
+        split = []
+        for inside, text in classes:
+            split += [(inside + (p,), intersect(text, pattern_dfa(p), "patternProperties")),
+                      (inside, intersect(text, complement(pattern_dfa(p)), "patternProperties"))]
+        classes = [(inside, text) for inside, text in split if text.accept.any()]
+        if len(classes) > MAX_KEY_CLASSES:
+            raise UnsupportedSchema("patternProperties", "its patterns overlap in too many ways")
+    return classes
+
+
+def others_than(keys: tuple[str, ...]) -> Dfa:
+    """Every text but these: their trie, each node completed by the state the any-text automaton
+    would be in after the same bytes (a trie node has one path, so its UTF-8 position is exact)."""
+    anything = count_dfa(0, None)
+    nodes, shadow, accept = [{}], [0], [True]
+    for key in keys:
+        node = 0
+        for b in key.encode():
+            if b not in nodes[node]:
+                nodes[node][b] = len(nodes)
+                nodes.append({})
+                shadow.append(int(anything.trans[shadow[node], b]))
+                accept.append(bool(anything.accept[shadow[-1]]))
+            node = nodes[node][b]
+        accept[node] = False
+    n = len(nodes)
+    trans = np.vstack([np.where(anything.trans[shadow] >= 0, anything.trans[shadow] + n, -1),
+                       np.where(anything.trans >= 0, anything.trans + n, -1)]).astype(np.int32)
+    for node, edges in enumerate(nodes):
+        for b, child in edges.items():
+            trans[node, b] = child
+    return trim(Dfa(trans, np.array(accept + anything.accept.tolist(), dtype=np.bool_)))
+
+
+def names_text(spec: tuple) -> Dfa | None:
+    """The texts a propertyNames spec allows: ("enum", strings) or ("text", pattern, format, min
+    length, max length)."""
+    if spec[0] == "enum":
+        return choice_dfa(list(spec[1])) if spec[1] else None
+    return string_text(*spec[1:])
+
+
+def pattern_dfa(pattern: str) -> Dfa:
+    try:
+        return regex_to_dfa_cached(pattern, search=True)
+    except UnsupportedRegex as err:
+        raise UnsupportedSchema("pattern", f"{pattern!r}: {err}") from None
+
+
+def complement(text: Dfa) -> Dfa:
+    """The valid UTF-8 texts that text does not accept."""
+    n = text.num_states
+    trans = np.vstack([np.where(text.trans >= 0, text.trans, n), np.full((1, 256), n, dtype=np.int32)])
+    return intersect(count_dfa(0, None), Dfa(trans.astype(np.int32), np.append(~text.accept, True)), "pattern")
+
+
+def intersect(a: Dfa, b: Dfa, keyword: str) -> Dfa:
+    """The product automaton (reachable pairs only), trimmed; refused past MAX_STATES. Built a
+    breadth-first layer at a time; a pair is numbered p * |b| + q while it is looked up."""
+    first, byte_class = _byte_classes(a, b)
+    ta, tb, nb = a.trans[:, first].astype(np.int64), b.trans[:, first], b.num_states
+    ids: dict[int, int] = {0: 0}
+    rows, layer = [], np.zeros(1, dtype=np.int64)
+    while len(layer):
+        pa, pb = ta[layer // nb], tb[layer % nb]
+        live = (pa >= 0) & (pb >= 0)
+        codes = np.where(live, pa * nb + pb, -1)
+        seen = np.unique(codes[live])
+        fresh = [c for c in seen.tolist() if c not in ids]
+        base = len(ids)
+        ids.update((c, base + i) for i, c in enumerate(fresh))
+        if len(ids) > MAX_STATES:
+            raise UnsupportedSchema(keyword, "the combined string constraints need too many states")
+        number = np.array([ids[c] for c in seen.tolist()], dtype=np.int32)
+        rows.append(np.where(live, number[np.searchsorted(seen, codes)] if len(seen) else -1, -1).astype(np.int32))
+        layer = np.array(fresh, dtype=np.int64)
+    pairs = np.fromiter(ids, dtype=np.int64)
+    trans = np.concatenate(rows)[:, byte_class]
+    return trim(Dfa(np.ascontiguousarray(trans), a.accept[pairs // nb] & b.accept[pairs % nb]))
+
+
+def _byte_classes(a: Dfa, b: Dfa) -> tuple[np.ndarray, np.ndarray]:
+    """Bytes no state of a or b tells apart: (a representative byte per class, class of each byte)."""
+    columns = np.ascontiguousarray(np.concatenate([a.trans, b.trans]).T)
+    classes: dict[bytes, int] = {}
+    byte_class = np.array([classes.setdefault(columns[i].tobytes(), len(classes)) for i in range(256)])
+    first = np.array([byte_class.tolist().index(c) for c in range(len(classes))])
+    return first, byte_class
+
+
+def trim(dfa: Dfa) -> Dfa:
+    """Without the states that cannot reach acceptance (the start stays state 0)."""
+    live = dfa.accept.copy()
+    while True:
+        grown = live | (np.where(dfa.trans >= 0, live[np.maximum(dfa.trans, 0)], False)).any(axis=1)
+        if (grown == live).all():
+            break
+        live = grown
+    if live.all():
+        return dfa
+    if not live[0]:
+        return Dfa(np.full((1, 256), -1, dtype=np.int32), np.zeros(1, dtype=np.bool_))
+    return compact(dfa, live)
+
+
+def compact(dfa: Dfa, keep: np.ndarray) -> Dfa:
+    """Only the kept states, renumbered in order (a dropped target becomes -1)."""
+    order = np.flatnonzero(keep)
+    remap = np.full(dfa.num_states + 1, -1, dtype=np.int32)
+    remap[order] = np.arange(len(order), dtype=np.int32)
+    return Dfa(np.ascontiguousarray(remap[dfa.trans[order]]), dfa.accept[order].copy())
+
+
+def length_range(text: Dfa) -> tuple[int, int | None]:
+    """Fewest and most code points of an accepted text (most: None when unbounded). A code point
+    is counted at its first byte; the automaton must be trimmed."""
+    weight = np.ones(256, dtype=np.int64)
+    weight[0x80:0xC0] = 0
+    n = text.num_states
+    best = np.full(n, np.iinfo(np.int64).max)
+    best[0] = 0
+    todo = deque([0])
+    while todo:                                   # 0-1 breadth-first search
+        q = todo.popleft()
+        for b in np.flatnonzero(text.trans[q] >= 0).tolist():
+            t, d = int(text.trans[q, b]), int(best[q] + weight[b])
+            if d < best[t]:
+                best[t] = d
+                (todo.appendleft if weight[b] == 0 else todo.append)(t)
+    shortest = int(best[text.accept].min())
+    order, indegree = [], np.zeros(n, dtype=np.int64)
+    edges = [(q, int(t), int(weight[b])) for q in range(n) for b, t in enumerate(text.trans[q].tolist()) if t >= 0]
+    for _, t, _ in edges:
+        indegree[t] += 1
+    out: list[list[tuple[int, int]]] = [[] for _ in range(n)]
+    for q, t, w in edges:
+        out[q].append((t, w))
+    ready = [q for q in range(n) if indegree[q] == 0]
+    longest = np.zeros(n, dtype=np.int64)
+    while ready:
+        q = ready.pop()
+        order.append(q)
+        for t, w in out[q]:
+            longest[t] = max(longest[t], longest[q] + w)
+            indegree[t] -= 1
+            if indegree[t] == 0:
+                ready.append(t)
+    if len(order) < n:
+        return shortest, None
+    return shortest, int(longest[text.accept].max())
+
+
+@lru_cache(maxsize=64)
+def count_dfa(lo: int, hi: int | None) -> Dfa:
+    """Valid UTF-8 of lo..hi code points (hi None: no upper bound). States 8c..8c+7 serve count c:
+    the boundary, then the positions inside a multi-byte character."""
+    top = lo if hi is None else hi
+    size = 8 * (top + 1)
+    trans = np.full((size, 256), -1, dtype=np.int32)
+    c = np.arange(top + 1)
+    base = 8 * c
+    nxt = np.where(c < top, base + 8, base if hi is None else -1)      # boundary of count c + 1
+    trans[base[:, None], np.arange(0x80)] = nxt[:, None]
+    # positions 1, 2, 3: that many continuation bytes due; 4..7: the first one restricted
+    for (lead_lo, lead_hi), pos in zip([(0xC2, 0xDF), (0xE1, 0xEC), (0xEE, 0xEF), (0xF1, 0xF3),
+                                        (0xE0, 0xE0), (0xED, 0xED), (0xF0, 0xF0), (0xF4, 0xF4)],
+                                       [1, 2, 2, 3, 4, 5, 6, 7]):
+        trans[base[:, None], np.arange(lead_lo, lead_hi + 1)] = np.where(nxt >= 0, base + pos, -1)[:, None]
+    for pos, (b_lo, b_hi), to in [(1, (0x80, 0xBF), None), (2, (0x80, 0xBF), 1), (3, (0x80, 0xBF), 2),
+                                  (4, (0xA0, 0xBF), 1), (5, (0x80, 0x9F), 1), (6, (0x90, 0xBF), 2),
+                                  (7, (0x80, 0x8F), 2)]:
+        target = nxt if to is None else base + to
+        trans[(base + pos)[:, None], np.arange(b_lo, b_hi + 1)] = target[:, None]
+    accept = np.zeros(size, dtype=np.bool_)
+    accept[base[c >= lo]] = True
+    keep = np.ones(size, dtype=np.bool_)
+    if hi is not None:
+        keep[base[-1] + 1:] = False           # the last count takes no further character
+    dfa = compact(Dfa(trans, accept), keep)
+    dfa.trans.flags.writeable = dfa.accept.flags.writeable = False       # shared (cached)
+    return dfa
