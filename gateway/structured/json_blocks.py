@@ -127,12 +127,8 @@ def element(value_rule: int, max_ws: int) -> tuple[Dfa, Calls]:
 @lru_cache(maxsize=4096)
 def key_dfa(key: str) -> Dfa:
     """Every JSON encoding of this key, quotes included."""
-    data = key.encode()
-    if all(0x20 <= b < 0x7F and b not in b'"\\/' for b in data):      # one spelling: a chain
-        trans = np.full((len(data) + 3, 256), -1, dtype=np.int32)
-        for i, b in enumerate(b'"' + data + b'"'):
-            trans[i, b] = i + 1
-        return Dfa(trans, np.arange(len(data) + 3) == len(data) + 2)
+    if _one_spelling(key):
+        return _trie([b'"' + key.encode() + b'"'])
     return small_dfa(concat(literal('"'), string_literal_nfa(key), literal('"')), "properties")
 
 
@@ -267,6 +263,8 @@ def value_dfa(values: list, max_ws: int) -> Dfa:
 @lru_cache(maxsize=1024)
 def _value_dfa(values_json: str, max_ws: int) -> Dfa:
     values = json.loads(values_json)
+    if all(v is None or isinstance(v, (bool, int, float)) or (isinstance(v, str) and _one_spelling(v)) for v in values):
+        return _trie([json.dumps(v).encode() for v in values])
     ws = repeat(chars(((0x09, 0x0A), (0x0D, 0x0D), (0x20, 0x20))), 0, max_ws)
     try:
         return small_dfa(union(*(_value_nfa(v, ws) for v in values)), "enum")
@@ -290,6 +288,31 @@ def _value_nfa(v, ws: Nfa) -> Nfa:
     items = [concat(ws, literal('"'), string_literal_nfa(k), literal('"'), ws, literal(":"), ws, _value_nfa(x, ws), ws)
              for k, x in v.items()] or [ws]
     return concat(literal("{"), *_joined(items), literal("}"))
+
+
+def _one_spelling(text: str) -> bool:
+    """A string JSON writes in one way only: printable ASCII that needs no escape (nor allows \\/)."""
+    return all(" " <= c <= "~" and c not in '"\\/' for c in text)
+
+
+def _trie(texts: list[bytes]) -> Dfa:
+    """Exactly these byte strings, as their trie."""
+    children: list[dict[int, int]] = [{}]
+    ends = set()
+    for text in texts:
+        node = 0
+        for b in text:
+            if b not in children[node]:
+                children[node][b] = len(children)
+                children.append({})
+            node = children[node][b]
+        ends.add(node)
+    trans = np.full((len(children), 256), -1, dtype=np.int32)
+    for node, edges in enumerate(children):
+        trans[node, list(edges)] = list(edges.values())
+    accept = np.zeros(len(children), dtype=np.bool_)
+    accept[list(ends)] = True
+    return Dfa(trans, accept)
 
 
 def _joined(parts: list[Nfa]) -> list[Nfa]:

@@ -45,10 +45,10 @@ class Range:
         return self.lo is not None or self.hi is not None
 
     def magnitudes(self, negative: bool):
-        """The bounds on |x| for a number of this sign (None: unbounded)."""
+        """(low, low open, high) bounds on |x| for a number of this sign (None: unbounded)."""
         if negative:
-            return (None if self.hi is None else -self.hi), (None if self.lo is None else -self.lo)
-        return self.lo, self.hi
+            return (None if self.hi is None else -self.hi), self.hi_open, (None if self.lo is None else -self.lo)
+        return self.lo, self.lo_open, self.hi
 
     def window(self, negative: bool, base: Fraction, scale: Fraction):
         """Where u in [0, 1) may lie so that the value sign * (base + u * scale) is in range:
@@ -104,13 +104,13 @@ def _number_dfa(lo, lo_open, hi, hi_open, integer, multiple_of) -> Dfa:
         if fpart is None:
             windows = []
             more = 0 if ipart == "0" else min(max_int, budget) - k
-            low, high = bounds.magnitudes(negative)
+            low, low_open, high = bounds.magnitudes(negative)
             for m in range(more + 1):
                 base = int(ipart) * 10 ** m
                 if high is not None and base > high:          # and so for every longer integer part
                     windows += [None] * (more + 1 - m)
                     break
-                if high is None and ipart != "0" and (low is None or base >= low):
+                if high is None and ipart != "0" and (low is None or base > low or (base == low and not low_open)):
                     windows += ["all"] * (more + 1 - m)
                     break
                 windows.append(bounds.window(negative, Fraction(base), Fraction(10 ** m)))

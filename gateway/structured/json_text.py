@@ -12,6 +12,7 @@ digits), email (dot-atom local part, dotted domain), uuid (RFC 4122 text), uri /
 """
 from __future__ import annotations
 
+import re
 from collections import deque
 from functools import lru_cache
 
@@ -19,7 +20,8 @@ import numpy as np
 
 from gateway.structured.grammar import Dfa
 from gateway.structured.json_normal import UnsupportedSchema
-from gateway.structured.regex import UnsupportedRegex, choice_dfa, regex_dfa, regex_to_dfa_cached
+from gateway.structured.regex import UnsupportedRegex, chars, choice_dfa, regex_dfa, regex_to_dfa_cached, star, to_dfa
+from gateway.structured.regex_parse import complement as complement_of, normalize
 
 MAX_COUNT = 1024
 MAX_STATES = 20_000
@@ -128,7 +130,8 @@ def others_than(keys: tuple[str, ...]) -> Dfa:
     for node, edges in enumerate(nodes):
         for b, child in edges.items():
             trans[node, b] = child
-    return trim(Dfa(trans, np.array(accept + anything.accept.tolist(), dtype=np.bool_)))
+    # Every state can still end: a key's last node has other characters to go on with.
+    return Dfa(trans, np.array(accept + anything.accept.tolist(), dtype=np.bool_))
 
 
 def names_text(spec: tuple) -> Dfa | None:
@@ -139,11 +142,38 @@ def names_text(spec: tuple) -> Dfa | None:
     return string_text(*spec[1:])
 
 
+@lru_cache(maxsize=512)
 def pattern_dfa(pattern: str) -> Dfa:
+    """The texts a JSON Schema pattern accepts anywhere in them (ECMA-262, regex.py), without the
+    code points Python's re (jsonschema's engine) reads differently in the classes the pattern
+    uses negatively: where ECMA and Python disagree, text of such code points is left out."""
     try:
-        return regex_to_dfa_cached(pattern, search=True)
+        text = regex_to_dfa_cached(pattern, search=True)
     except UnsupportedRegex as err:
         raise UnsupportedSchema("pattern", f"{pattern!r}: {err}") from None
+    negated = set(re.findall(r"\\([DWSbB])", pattern))
+    negated |= {c.upper() for c in re.findall(r"\[\^(?:[^\]\\]|\\[^dws])*\\([dws])", pattern)}
+    disputed = [r for c in sorted(negated | ({"S"} if re.search(r"\\[sS]", pattern) else set()))
+                for r in _DISPUTED.get(c, ())]
+    return intersect(text, _without(tuple(disputed)), "pattern") if disputed else text
+
+
+_DISPUTED = {"S": ((0x1C, 0x1F), (0x85, 0x85), (0xFEFF, 0xFEFF)),     # \\s: Python-only and ECMA-only spaces
+             "D": (("isdecimal",),), "W": (("isalnum",),), "B": (("isalnum",),)}
+
+
+@lru_cache(maxsize=8)
+def _without(disputed: tuple) -> Dfa:
+    """Every text with none of these code points (("isalnum",): the non-ASCII ones Python's \\w
+    takes; ("isdecimal",): the non-ASCII ones its \\d takes)."""
+    ranges = []
+    for r in disputed:
+        if len(r) == 2:
+            ranges.append(r)
+        else:
+            test = getattr(str, r[0])
+            ranges += [(c, c) for c in range(0x80, 0x110000) if test(chr(c)) or (r[0] == "isalnum" and chr(c) == "_")]
+    return to_dfa(star(chars(complement_of(normalize(ranges)))))
 
 
 def complement(text: Dfa) -> Dfa:
@@ -189,12 +219,18 @@ def _byte_classes(a: Dfa, b: Dfa) -> tuple[np.ndarray, np.ndarray]:
 
 def trim(dfa: Dfa) -> Dfa:
     """Without the states that cannot reach acceptance (the start stays state 0)."""
+    src, byte = np.nonzero(dfa.trans >= 0)
+    dst = dfa.trans[src, byte]
+    order = np.argsort(dst, kind="stable")
+    preds, bounds = src[order], np.searchsorted(dst[order], np.arange(dfa.num_states + 1))
     live = dfa.accept.copy()
-    while True:
-        grown = live | (np.where(dfa.trans >= 0, live[np.maximum(dfa.trans, 0)], False)).any(axis=1)
-        if (grown == live).all():
-            break
-        live = grown
+    todo = np.flatnonzero(live).tolist()
+    while todo:                                   # backwards breadth-first from the accepting states
+        q = todo.pop()
+        for p in np.unique(preds[bounds[q]:bounds[q + 1]]).tolist():
+            if not live[p]:
+                live[p] = True
+                todo.append(p)
     if live.all():
         return dfa
     if not live[0]:
