@@ -1,5 +1,5 @@
-"""The JSON building blocks of a schema grammar: whitespace, members, elements, objects, arrays, and
-literal values (enum, const), as Dfas with calls.
+"""The JSON building blocks of a schema grammar: whitespace, members, elements, objects and arrays,
+as Dfas with calls (literal keys and values are in json_values).
 
 Whitespace: at most `max_ws` of space, tab, newline, carriage return at each place JSON allows it
 (after `{` `[` `:` `,` and before `}` `]` `:` `,`), so generation cannot loop on it; none before or
@@ -16,17 +16,11 @@ declared key, so a declared key is always checked against its own schema.
 """
 from __future__ import annotations
 
-import json
-import math
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 import numpy as np
 
 from gateway.structured.grammar import Dfa
-from gateway.structured.json_strings import string_literal_nfa
-from gateway.structured.json_normal import UnsupportedSchema
-from gateway.structured.regex import Nfa, UnsupportedRegex, chars, concat, literal, repeat, to_dfa, union
 
 WS = b" \t\n\r"
 ANY_ORDER_KEYS = 8
@@ -122,22 +116,6 @@ def element(value_rule: int, max_ws: int) -> tuple[Dfa, Calls]:
     ret = b.call(b.ws([b.state()], max_ws), value_rule)
     b.accepting.update(b.ws([ret], max_ws))
     return b.build()
-
-
-@lru_cache(maxsize=4096)
-def key_dfa(key: str) -> Dfa:
-    """Every JSON encoding of this key, quotes included."""
-    if _one_spelling(key):
-        return _trie([b'"' + key.encode() + b'"'])
-    return small_dfa(concat(literal('"'), string_literal_nfa(key), literal('"')), "properties")
-
-
-def small_dfa(nfa: Nfa, keyword: str) -> Dfa:
-    """to_dfa, refusing the schema (naming keyword) when the automaton would be too large."""
-    try:
-        return to_dfa(nfa)
-    except UnsupportedRegex:
-        raise UnsupportedSchema(keyword, "too many values or keys for one automaton") from None
 
 
 @dataclass
@@ -252,71 +230,3 @@ def array_piece(shape: ArrayShape, max_ws: int) -> tuple[Dfa, Calls] | None:
     if shape.min_items == 0:
         b.edge(b.ws([after_bracket], max_ws), b"]", end)
     return b.build()
-
-
-def value_dfa(values: list, max_ws: int) -> Dfa:
-    """Exactly these JSON values (enum, const): json.dumps spellings, keys in the value's order,
-    any string encoding, up to max_ws whitespace between tokens."""
-    return _value_dfa(json.dumps(values), max_ws)
-
-
-@lru_cache(maxsize=1024)
-def _value_dfa(values_json: str, max_ws: int) -> Dfa:
-    values = json.loads(values_json)
-    if all(v is None or isinstance(v, (bool, int, float)) or (isinstance(v, str) and _one_spelling(v)) for v in values):
-        return _trie([json.dumps(v).encode() for v in values])
-    ws = repeat(chars(((0x09, 0x0A), (0x0D, 0x0D), (0x20, 0x20))), 0, max_ws)
-    try:
-        return small_dfa(union(*(_value_nfa(v, ws) for v in values)), "enum")
-    except UnsupportedRegex:
-        raise UnsupportedSchema("enum", "too many values for one automaton") from None
-
-
-def _value_nfa(v, ws: Nfa) -> Nfa:
-    if v is None or isinstance(v, bool):
-        return literal(json.dumps(v))
-    if isinstance(v, int):
-        return literal(str(v))
-    if isinstance(v, float):
-        assert math.isfinite(v)
-        return literal(json.dumps(v))
-    if isinstance(v, str):
-        return concat(literal('"'), string_literal_nfa(v), literal('"'))
-    if isinstance(v, list):
-        items = [concat(ws, _value_nfa(x, ws), ws) for x in v] or [ws]
-        return concat(literal("["), *_joined(items), literal("]"))
-    items = [concat(ws, literal('"'), string_literal_nfa(k), literal('"'), ws, literal(":"), ws, _value_nfa(x, ws), ws)
-             for k, x in v.items()] or [ws]
-    return concat(literal("{"), *_joined(items), literal("}"))
-
-
-def _one_spelling(text: str) -> bool:
-    """A string JSON writes in one way only: printable ASCII that needs no escape (nor allows \\/)."""
-    return all(" " <= c <= "~" and c not in '"\\/' for c in text)
-
-
-def _trie(texts: list[bytes]) -> Dfa:
-    """Exactly these byte strings, as their trie."""
-    children: list[dict[int, int]] = [{}]
-    ends = set()
-    for text in texts:
-        node = 0
-        for b in text:
-            if b not in children[node]:
-                children[node][b] = len(children)
-                children.append({})
-            node = children[node][b]
-        ends.add(node)
-    trans = np.full((len(children), 256), -1, dtype=np.int32)
-    for node, edges in enumerate(children):
-        trans[node, list(edges)] = list(edges.values())
-    accept = np.zeros(len(children), dtype=np.bool_)
-    accept[list(ends)] = True
-    return Dfa(trans, accept)
-
-
-def _joined(parts: list[Nfa]) -> list[Nfa]:
-    out = []
-    for i, p in enumerate(parts):
-        out += [literal(","), p] if i else [p]
-    return out

@@ -5,10 +5,6 @@ Lengths count code points, so an escape or a multi-byte character is one charact
 eight states per count (the boundary and the positions inside a UTF-8 sequence), so counts above
 MAX_COUNT are held there: a larger maxLength is enforced as MAX_COUNT (stricter, never weaker), a
 larger minLength is refused. A length the pattern or format already implies costs nothing.
-
-Formats are regexes of their usual forms: date, time, date-time (RFC 3339, at most 9 fraction
-digits), email (dot-atom local part, dotted domain), uuid (RFC 4122 text), uri / uri-reference
-(RFC 3986 characters, scheme required for uri), ipv4, ipv6, hostname (RFC 1123 labels).
 """
 from __future__ import annotations
 
@@ -19,46 +15,20 @@ from functools import lru_cache
 import numpy as np
 
 from gateway.structured.grammar import Dfa
-from gateway.structured.json_normal import UnsupportedSchema
-from gateway.structured.regex import UnsupportedRegex, chars, choice_dfa, regex_dfa, regex_to_dfa_cached, star, to_dfa
+from gateway.structured.json_formats import FORMATS, format_dfa
+from gateway.structured.json_keywords import UnsupportedSchema
+from gateway.structured.regex import UnsupportedRegex, chars, choice_dfa, regex_to_dfa_cached, star, to_dfa
 from gateway.structured.regex_parse import complement as complement_of, normalize
 
 MAX_COUNT = 1024
 MAX_STATES = 20_000
 MAX_KEY_CLASSES = 16
-_DATE = r"[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
-_TIME = r"([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)(\.[0-9]{1,9})?([Zz]|[+\-]([01][0-9]|2[0-3]):[0-5][0-9])"
-_OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
-_IPV4 = rf"{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}"
-_H16 = r"[0-9A-Fa-f]{1,4}"
-_LS32 = rf"({_H16}:{_H16}|{_IPV4})"
-_IPV6 = "|".join([rf"({_H16}:){{6}}{_LS32}", rf"::({_H16}:){{5}}{_LS32}", rf"({_H16})?::({_H16}:){{4}}{_LS32}",
-                  rf"(({_H16}:){{0,1}}{_H16})?::({_H16}:){{3}}{_LS32}", rf"(({_H16}:){{0,2}}{_H16})?::({_H16}:){{2}}{_LS32}",
-                  rf"(({_H16}:){{0,3}}{_H16})?::{_H16}:{_LS32}", rf"(({_H16}:){{0,4}}{_H16})?::{_LS32}",
-                  rf"(({_H16}:){{0,5}}{_H16})?::{_H16}", rf"(({_H16}:){{0,6}}{_H16})?::"])
-_URI_CHARS = r"([A-Za-z0-9\-._~!$&'()*+,;=:@/?#\[\]]|%[0-9A-Fa-f]{2})*"
-_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\-]+"
-_LABEL = r"[A-Za-z0-9]([A-Za-z0-9\-]{0,61}[A-Za-z0-9])?"
-FORMATS = {
-    "date": _DATE,
-    "time": _TIME,
-    "date-time": rf"{_DATE}[Tt]{_TIME}",
-    "email": rf"{_ATOM}(\.{_ATOM})*@{_LABEL}(\.{_LABEL})+",
-    "uuid": r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}",
-    "uri": rf"[A-Za-z][A-Za-z0-9+.\-]*:{_URI_CHARS}",
-    "uri-reference": rf"([A-Za-z][A-Za-z0-9+.\-]*:)?{_URI_CHARS}",
-    "ipv4": _IPV4,
-    "ipv6": _IPV6,
-    "hostname": rf"{_LABEL}(\.{_LABEL})*",
-}
-
-
 @lru_cache(maxsize=512)
 def string_text(pattern: str | None, fmt: str | None, min_len: int, max_len: int | None) -> Dfa | None:
     """The decoded texts allowed by these string keywords (None: no text is)."""
     text = None
     if pattern is not None:
-        text = pattern_dfa(pattern)
+        text = pattern_text(pattern)
     if fmt is not None:
         if fmt not in FORMATS:
             raise UnsupportedSchema(f"format: {fmt}", f"supported formats: {', '.join(FORMATS)}")
@@ -82,21 +52,19 @@ def string_text(pattern: str | None, fmt: str | None, min_len: int, max_len: int
     return text if text.accept.any() else None
 
 
-@lru_cache(maxsize=None)
-def format_dfa(fmt: str) -> Dfa:
-    return regex_dfa(FORMATS[fmt])
-
-
 @lru_cache(maxsize=256)
 def key_classes(declared: tuple[str, ...], patterns: tuple[str, ...], names: tuple | None) -> list[tuple[tuple[str, ...], Dfa]]:
     """The undeclared keys, split by which patterns they match: [(patterns matched, key texts)],
     empty classes left out. `names`, when given, is the propertyNames spec (see names_text) every
-    key must meet."""
+    key must meet. Keys the two regex readings may classify apart are left out (see undisputed)."""
     text = count_dfa(0, None) if names is None else names_text(names)
     if text is None:
         return []
     if declared:
         text = others_than(declared) if names is None else intersect(text, others_than(declared), "properties")
+    agreed = undisputed(patterns)
+    if agreed is not None:
+        text = intersect(text, agreed, "patternProperties")
     classes = [((), text)] if text.accept.any() else []
     for p in patterns:
         split = []
@@ -144,18 +112,31 @@ def names_text(spec: tuple) -> Dfa | None:
 
 @lru_cache(maxsize=512)
 def pattern_dfa(pattern: str) -> Dfa:
-    """The texts a JSON Schema pattern accepts anywhere in them (ECMA-262, regex.py), without the
-    code points Python's re (jsonschema's engine) reads differently in the classes the pattern
-    uses negatively: where ECMA and Python disagree, text of such code points is left out."""
+    """The texts a JSON Schema pattern matches somewhere in, read as ECMA-262 (regex.py)."""
     try:
-        text = regex_to_dfa_cached(pattern, search=True)
+        return regex_to_dfa_cached(pattern, search=True)
     except UnsupportedRegex as err:
         raise UnsupportedSchema("pattern", f"{pattern!r}: {err}") from None
-    negated = set(re.findall(r"\\([DWSbB])", pattern))
-    negated |= {c.upper() for c in re.findall(r"\[\^(?:[^\]\\]|\\[^dws])*\\([dws])", pattern)}
-    disputed = [r for c in sorted(negated | ({"S"} if re.search(r"\\[sS]", pattern) else set()))
-                for r in _DISPUTED.get(c, ())]
-    return intersect(text, _without(tuple(disputed)), "pattern") if disputed else text
+
+
+def pattern_text(pattern: str) -> Dfa:
+    """pattern_dfa without the texts ECMA and Python's re (jsonschema's engine) may read apart."""
+    undisputed_text = undisputed((pattern,))
+    text = pattern_dfa(pattern)
+    return text if undisputed_text is None else intersect(text, undisputed_text, "pattern")
+
+
+def undisputed(patterns: tuple[str, ...]) -> Dfa | None:
+    """The texts on which ECMA and Python read these patterns alike (None: all texts): none of the
+    code points where they disagree about \\d \\w \\s, for the classes the patterns use where it
+    matters (negated, or \\s at all, whose two lists each have members the other lacks)."""
+    kinds = set()
+    for pattern in patterns:
+        kinds |= set(re.findall(r"\\([DWSB])", pattern))
+        kinds |= {c.upper() for c in re.findall(r"\[\^(?:[^\]\\]|\\[^dws])*\\([dws])", pattern)}
+        kinds |= {"S"} if re.search(r"\\[sS]", pattern) else set()
+    disputed = tuple(r for kind in sorted(kinds) for r in _DISPUTED.get(kind, ()))
+    return _without(disputed) if disputed else None
 
 
 _DISPUTED = {"S": ((0x1C, 0x1F), (0x85, 0x85), (0xFEFF, 0xFEFF)),     # \\s: Python-only and ECMA-only spaces

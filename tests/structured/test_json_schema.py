@@ -18,7 +18,7 @@ from gateway.structured.json_schema import UnsupportedSchema, compile_json_schem
 from gateway.structured.matcher import Matcher
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "jsonschemabench"
-MASKBENCH_COMPILED_FLOOR = 212          # of 250
+MASKBENCH_COMPILED_FLOOR = 213          # of 250
 RAW_COMPILED_FLOOR = 329                # of 400 parseable
 RAW_SAMPLES_FLOOR = 150
 
