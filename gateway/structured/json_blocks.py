@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from gateway.structured.grammar import Dfa
+from gateway.structured.json_cache import shared
 
 WS = b" \t\n\r"
 ANY_ORDER_KEYS = 8
@@ -98,6 +99,27 @@ class Builder:
         accept = np.zeros(len(trans), dtype=np.bool_)
         accept[list(self.accepting)] = True
         return Dfa(trans, accept), self.calls
+
+
+def union_pieces(pieces: list[tuple[Dfa, Calls]]) -> tuple[Dfa, Calls]:
+    """Pieces that start on different bytes (and never return to their start), as one automaton
+    entered at a new start state; the table is shared by content, the calls are this grammar's."""
+    calls: Calls = {}
+    off = 1
+    for dfa, piece_calls in pieces:
+        for state, targets in piece_calls.items():
+            calls.setdefault(0 if state == 0 else off + state, []).extend((r, off + ret) for r, ret in targets)
+        off += dfa.num_states
+    return _union_dfa(tuple(dfa for dfa, _ in pieces)), calls
+
+
+@shared(key=lambda dfas: tuple(d.digest() for d in dfas))
+def _union_dfa(dfas: tuple[Dfa, ...]) -> Dfa:
+    b = Builder()
+    start = b.state()
+    for dfa in dfas:
+        b.accepting.update(b.embed([start], dfa))
+    return b.build()[0]
 
 
 def member(key: tuple[Dfa, Calls], value_rule: int, max_ws: int) -> tuple[Dfa, Calls]:

@@ -18,11 +18,11 @@ divisor; in the fraction, that one interval. Prefixes in the middle of a range a
 from __future__ import annotations
 
 from fractions import Fraction
-from functools import lru_cache
 
 import numpy as np
 
 from gateway.structured.grammar import Dfa
+from gateway.structured.json_cache import shared
 from gateway.structured.json_text import trim
 
 MAX_INT_DIGITS = 20
@@ -82,7 +82,7 @@ def number_dfa(bounds: Range | None = None, *, integer: bool = False, multiple_o
     return _number_dfa(bounds.lo, bounds.lo_open, bounds.hi, bounds.hi_open, integer, multiple_of)
 
 
-@lru_cache(maxsize=1024)
+@shared
 def _number_dfa(lo, lo_open, hi, hi_open, integer, multiple_of) -> Dfa:
     bounds = Range(lo, lo_open, hi, hi_open)
     integer = integer or multiple_of is not None
@@ -177,6 +177,4 @@ def _number_dfa(lo, lo_open, hi, hi_open, integer, multiple_of) -> Dfa:
             row[byte] = ids[nk]
         rows.append(row)
         accept.append(accepting(prefix, key(prefix)))
-    dfa = trim(Dfa(np.stack(rows), np.array(accept, dtype=np.bool_)))
-    dfa.trans.flags.writeable = dfa.accept.flags.writeable = False
-    return dfa
+    return trim(Dfa(np.stack(rows), np.array(accept, dtype=np.bool_)))

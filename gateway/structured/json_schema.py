@@ -24,7 +24,7 @@ import json
 import numpy as np
 
 from gateway.structured.grammar import Dfa, Grammar, Rule
-from gateway.structured.json_blocks import Builder
+from gateway.structured.json_blocks import Builder, union_pieces
 from gateway.structured.json_containers import compile_array, compile_object
 from gateway.structured.json_leaves import NUMBER_FORMATS, enum_piece, keyword_dfa, number_piece, string_piece
 from gateway.structured.json_keywords import (ARRAY_KEYWORDS, CONSTRAINING, NUMBER_KEYWORDS, OBJECT_KEYWORDS,
@@ -105,21 +105,19 @@ class Compiler:
     def _union(self, options: list[int]) -> tuple[Dfa, dict]:
         """One automaton when the options are built and start on different bytes; else calls."""
         rules = [self.rules[r] for r in options]
-        b = Builder()
-        start = b.state()
         if _embeddable(rules):
-            for r in rules:
-                b.accepting.update(b.embed([start], r.dfa, r.calls))
-        else:
-            ret = b.call([start], options[0])
-            b.calls[start] += [(r, ret) for r in options[1:]]
-            b.accepting.add(ret)
+            return union_pieces([(r.dfa, r.calls) for r in rules])
+        b = Builder()
+        ret = b.call([b.state()], options[0])
+        b.calls[0] += [(r, ret) for r in options[1:]]
+        b.accepting.add(ret)
         return b.build()
 
     def _alt_rule(self, alt: dict) -> int | None:
         key = id(alt)
         if key not in self._by_node:
-            content = json.dumps({k: v for k, v in alt.items() if k in CONSTRAINING}, sort_keys=True)
+            content = json.dumps({k: sorted(v) if k == "type" and isinstance(v, list) else v
+                                  for k, v in alt.items() if k in CONSTRAINING}, sort_keys=True)
             if content not in self._by_content:
                 index = self._by_content[content] = self._reserve(_describe(alt))
                 piece = self._piece(alt)
@@ -155,11 +153,7 @@ class Compiler:
         pieces = [p for p in pieces if p is not None]
         if len(pieces) <= 1:
             return pieces[0] if pieces else None
-        b = Builder()
-        start = b.state()
-        for dfa, calls in pieces:
-            b.accepting.update(b.embed([start], dfa, calls))
-        return b.build()
+        return union_pieces(pieces)
 
     @staticmethod
     def types(alt: dict) -> list[str]:

@@ -16,11 +16,11 @@ Lone surrogates are refused (the decoded text would not be valid Unicode).
 """
 from __future__ import annotations
 
-from functools import lru_cache
 
 import numpy as np
 
 from gateway.structured.grammar import Dfa
+from gateway.structured.json_cache import shared
 from gateway.structured.regex import Nfa, chars, concat, literal, to_dfa, union
 from gateway.structured.regex_parse import CodePoints, normalize
 
@@ -57,14 +57,9 @@ def json_string(text: Dfa, escapes: EscapeRules) -> tuple[Dfa, dict[int, list[tu
     return dfa, {e: [(escapes.rule_for(cps), ret) for cps, ret in targets] for e, targets in escaped.items()}
 
 
-_LIFTED: dict[bytes, tuple[Dfa, dict]] = {}
-
-
+@shared(key=Dfa.digest)
 def _lifted(text: Dfa) -> tuple[Dfa, dict[int, list[tuple[CodePoints, int]]]]:
-    """json_string with the escape rules still named by their code points (cached by content)."""
-    key = text.digest()
-    if key in _LIFTED:
-        return _LIFTED[key]
+    """json_string with the escape rules still named by their code points (shared by content)."""
     n = text.num_states
     start, final, first_esc = 0, n + 1, n + 2
     boundary = _char_boundaries(text)
@@ -83,10 +78,7 @@ def _lifted(text: Dfa) -> tuple[Dfa, dict[int, list[tuple[CodePoints, int]]]]:
         escaped[e] = [(cps, t + 1) for t, cps in esc_targets[q].items()]
     accept = np.zeros(size, dtype=np.bool_)
     accept[final] = True
-    if len(_LIFTED) > 1024:
-        _LIFTED.clear()
-    _LIFTED[key] = (Dfa(trans, accept), escaped)
-    return _LIFTED[key]
+    return Dfa(trans, accept), escaped
 
 
 def string_literal_nfa(text: str) -> Nfa:
@@ -103,7 +95,7 @@ def string_literal_nfa(text: str) -> Nfa:
     return concat(*parts)
 
 
-@lru_cache(maxsize=256)
+@shared
 def escape_dfa(cps: CodePoints) -> Dfa:
     """What follows the backslash in an escape of one code point of `cps`."""
     shorts = [literal(SHORT_ESCAPES[c]) for c in sorted(SHORT_ESCAPES) if _contains(cps, c)]

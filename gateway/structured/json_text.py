@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import re
 from collections import deque
-from functools import lru_cache
 
 import numpy as np
 
 from gateway.structured.grammar import Dfa
+from gateway.structured.json_cache import shared
 from gateway.structured.json_formats import FORMATS, format_dfa
 from gateway.structured.json_keywords import UnsupportedSchema
 from gateway.structured.regex import UnsupportedRegex, chars, choice_dfa, regex_to_dfa_cached, star, to_dfa
@@ -23,7 +23,7 @@ from gateway.structured.regex_parse import complement as complement_of, normaliz
 MAX_COUNT = 1024
 MAX_STATES = 20_000
 MAX_KEY_CLASSES = 16
-@lru_cache(maxsize=512)
+@shared
 def string_text(pattern: str | None, fmt: str | None, min_len: int, max_len: int | None) -> Dfa | None:
     """The decoded texts allowed by these string keywords (None: no text is)."""
     text = None
@@ -52,7 +52,7 @@ def string_text(pattern: str | None, fmt: str | None, min_len: int, max_len: int
     return text if text.accept.any() else None
 
 
-@lru_cache(maxsize=256)
+@shared
 def key_classes(declared: tuple[str, ...], patterns: tuple[str, ...], names: tuple | None) -> list[tuple[tuple[str, ...], Dfa]]:
     """The undeclared keys, split by which patterns they match: [(patterns matched, key texts)],
     empty classes left out. `names`, when given, is the propertyNames spec (see names_text) every
@@ -110,7 +110,7 @@ def names_text(spec: tuple) -> Dfa | None:
     return string_text(*spec[1:])
 
 
-@lru_cache(maxsize=512)
+@shared
 def pattern_dfa(pattern: str) -> Dfa:
     """The texts a JSON Schema pattern matches somewhere in, read as ECMA-262 (regex.py)."""
     try:
@@ -143,7 +143,7 @@ _DISPUTED = {"S": ((0x1C, 0x1F), (0x85, 0x85), (0xFEFF, 0xFEFF)),     # \\s: Pyt
              "D": (("isdecimal",),), "W": (("isalnum",),), "B": (("isalnum",),)}
 
 
-@lru_cache(maxsize=8)
+@shared
 def _without(disputed: tuple) -> Dfa:
     """Every text with none of these code points (("isalnum",): the non-ASCII ones Python's \\w
     takes; ("isdecimal",): the non-ASCII ones its \\d takes)."""
@@ -266,7 +266,7 @@ def length_range(text: Dfa) -> tuple[int, int | None]:
     return shortest, int(longest[text.accept].max())
 
 
-@lru_cache(maxsize=64)
+@shared
 def count_dfa(lo: int, hi: int | None) -> Dfa:
     """Valid UTF-8 of lo..hi code points (hi None: no upper bound). States 8c..8c+7 serve count c:
     the boundary, then the positions inside a multi-byte character."""
@@ -292,6 +292,4 @@ def count_dfa(lo: int, hi: int | None) -> Dfa:
     keep = np.ones(size, dtype=np.bool_)
     if hi is not None:
         keep[base[-1] + 1:] = False           # the last count takes no further character
-    dfa = compact(Dfa(trans, accept), keep)
-    dfa.trans.flags.writeable = dfa.accept.flags.writeable = False       # shared (cached)
-    return dfa
+    return compact(Dfa(trans, accept), keep)

@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import json
 import math
-from functools import lru_cache
 
 import numpy as np
 
 from gateway.structured.grammar import Dfa
+from gateway.structured.json_cache import shared
 from gateway.structured.json_keywords import UnsupportedSchema
 from gateway.structured.json_strings import string_literal_nfa
 from gateway.structured.regex import Nfa, UnsupportedRegex, chars, concat, literal, repeat, to_dfa, union
 
 
-@lru_cache(maxsize=4096)
+@shared
 def key_dfa(key: str) -> Dfa:
     """Every JSON encoding of this key, quotes included."""
     if _one_spelling(key):
@@ -40,7 +40,7 @@ def value_dfa(values: list, max_ws: int) -> Dfa:
     return _value_dfa(json.dumps(values), max_ws)
 
 
-@lru_cache(maxsize=1024)
+@shared
 def _value_dfa(values_json: str, max_ws: int) -> Dfa:
     values = json.loads(values_json)
     if all(v is None or isinstance(v, (bool, int, float)) or (isinstance(v, str) and _one_spelling(v)) for v in values):

@@ -174,7 +174,8 @@ def schemas():
         obj = st.fixed_dictionaries(
             {"type": st.just("object"), "properties": st.dictionaries(st.sampled_from(NAMES), inner, max_size=4)},
             optional={"additionalProperties": st.booleans() | inner, "patternProperties": st.just({"^x": {"type": "integer"}}),
-                      "minProperties": st.integers(0, 1)}).flatmap(
+                      "minProperties": st.integers(0, 2), "maxProperties": st.integers(1, 3),
+                      "propertyNames": st.just({"maxLength": 2}), "dependentRequired": st.just({"a": ["b"]})}).flatmap(
             lambda o: st.lists(st.sampled_from(sorted(o["properties"]) or ["a"]), unique=True).map(
                 lambda req: {**o, "required": req} if req else o))
         arr = st.fixed_dictionaries({"type": st.just("array")}, optional={
@@ -183,14 +184,18 @@ def schemas():
         combos = st.lists(inner, min_size=2, max_size=3).map(lambda xs: {"anyOf": xs}) | \
             st.tuples(obj, obj).map(lambda ab: {"allOf": list(ab)}) | \
             st.just({"oneOf": [{"type": "string"}, {"type": "integer", "minimum": 0}, {"type": "null"}]})
-        return obj | arr | combos
-    return st.recursive(leaf_schemas(), extend, max_leaves=5)
+        recursive = st.just({"type": ["object", "null"], "properties": {"a": {"type": "integer"}, "next": {"$ref": "#"}}})
+        return obj | arr | combos | recursive
+    tree = st.recursive(leaf_schemas(), extend, max_leaves=5)
+    return tree | tree.map(lambda x: {"$defs": {"d": x}, "$ref": "#/$defs/d"})
 
 
 def instances_of(schema):
     """Values shaped like the schema wants (often valid), with properties in schema order."""
     if not isinstance(schema, dict):
         return VALUES
+    if "$ref" in schema:
+        return instances_of(schema["$defs"]["d"]) if "$defs" in schema else VALUES
     if "const" in schema:
         return st.just(schema["const"]) | VALUES
     if "enum" in schema:
@@ -203,7 +208,7 @@ def instances_of(schema):
         return st.tuples(*parts).map(lambda vs: {k: v for d in vs if isinstance(d, dict) for k, v in d.items()}
                                      if all(isinstance(d, dict) for d in vs) else vs[0])
     t = schema.get("type")
-    if t == "object":
+    if t == "object" or t == ["object", "null"]:
         props = schema["properties"]
         fields = {k: instances_of(s) for k, s in props.items()}
         extra = st.dictionaries(st.sampled_from(["zz", "x1", "xy"]), VALUES, max_size=2)
