@@ -1,12 +1,16 @@
 """Shared fixtures. Each section belongs to the package it builds things for."""
 from __future__ import annotations
 
+import json
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from gateway.modelgen.builder import make_model
+from gateway.modelgen.shapes import PRESETS
 from gateway.modelgen.tokenizer_files import TokenizerFetchError, write_tokenizer_files
 
 
@@ -56,3 +60,23 @@ def trained_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory, radixgate_ca
 def trained_llama_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory, radixgate_cache: Path) -> Path:
     """The offline fallback for family llama: Llama 3 special tokens and header-format tools template."""
     return _tokenizer_dir(tmp_path_factory, "llama", "trained")
+
+
+# ---------------------------------------------------------------------------------------------
+# Tiny random-weight checkpoints of every supported family (gateway.modelgen.builder)
+# ---------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def model_dirs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    dirs = {name: make_model(PRESETS[f"tiny-{name}"], root / name, tokenizer="trained") for name in ("llama", "qwen2", "qwen3")}
+    # Llama with biases on every attention projection, and Mistral with a window shorter than the prompts.
+    dirs["llama-bias"] = make_model(PRESETS["tiny-llama"].with_overrides(attention_bias=True), root / "llama-bias",
+                                    tokenizer="trained", seed=1)
+    mistral = root / "mistral"
+    shutil.copytree(dirs["llama"], mistral)
+    cfg = json.loads((mistral / "config.json").read_text())
+    cfg |= {"architectures": ["MistralForCausalLM"], "model_type": "mistral", "sliding_window": 8, "rope_scaling": None}
+    (mistral / "config.json").write_text(json.dumps(cfg))
+    dirs["mistral"] = mistral
+    return dirs

@@ -58,6 +58,30 @@ class Rule:
 class Grammar:
     rules: list[Rule]
     start: int = 0
+    _to_accept: list[np.ndarray] | None = field(default=None, repr=False, compare=False)
+
+    def to_accept(self) -> list[np.ndarray]:
+        """Per rule and state, the fewest bytes that reach one of the rule's accepting states
+        (callees expanded by their own shortest match); inf where none does. A fixed point over the
+        rules, computed once per grammar."""
+        if self._to_accept is None:
+            inf = np.inf
+            dist = [np.where(r.dfa.accept, 0.0, inf) for r in self.rules]
+            changed = True
+            while changed:
+                changed = False
+                for r, rule in enumerate(self.rules):
+                    trans, d = rule.dfa.trans, dist[r]
+                    via_byte = np.where(trans >= 0, d[np.maximum(trans, 0)] + 1, inf).min(axis=1)
+                    best = np.minimum(d, via_byte)
+                    for state, targets in rule.calls.items():
+                        for callee, ret in targets:
+                            best[state] = min(best[state], dist[callee][0] + best[ret])
+                    if (best < d).any():
+                        dist[r] = best
+                        changed = True
+            self._to_accept = dist
+        return self._to_accept
 
     def check(self) -> None:
         for rule in self.rules:

@@ -7,6 +7,8 @@ this set tiny (a number may end or go on; whitespace may end or go on), so a set
 """
 from __future__ import annotations
 
+import numpy as np
+
 from gateway.structured.grammar import Grammar
 
 Config = tuple[tuple[int, int], ...]
@@ -81,28 +83,42 @@ class Matcher:
         return bytes(out)
 
     def shortest_completion(self, limit: int = 4096) -> bytes | None:
-        """The fewest bytes that complete the match from here (breadth-first over stack sets), or
-        None when nothing within `limit` bytes does. Used to end validly when max_tokens runs out."""
+        """The fewest bytes that complete the match from here, or None when there is no completion
+        within `limit` bytes. Follows the grammar's per-state distances to acceptance (each frame
+        of a stack must still reach its rule's end), so it costs the length of the answer, not a
+        search. Used to end validly when max_tokens runs out."""
         if self.accepting:
             return b""
-        frontier, seen = [(self.configs, b"")], {self.configs}
-        probe = self.copy()
-        while frontier:
-            nxt = []
-            for configs, path in frontier:
-                probe.configs = configs
-                for b in probe.next_bytes():
-                    after = self.step(configs, b)
-                    if not after or after in seen:
-                        continue
-                    probe.configs = after
-                    if probe.accepting:
-                        return path + bytes([b])
-                    if len(path) + 1 < limit:
-                        seen.add(after)
-                        nxt.append((after, path + bytes([b])))
-            frontier = nxt
-        return None
+        dist = self.grammar.to_accept()
+        cost = lambda c: sum(dist[r][s] for r, s in c)
+        best = min(self.configs, key=cost, default=None)
+        if best is None or not np.isfinite(cost(best)) or cost(best) > limit:
+            return None
+        out = bytearray()
+        for rule, state in reversed(best):
+            self._shortest_in(rule, state, dist, out)
+        return bytes(out) if self.allows(bytes(out)) else None
+
+    def _shortest_in(self, rule: int, state: int, dist: list[np.ndarray], out: bytearray) -> None:
+        """Append to out the shortest bytes taking `rule` from `state` to acceptance."""
+        r = self.grammar.rules[rule]
+        level: set[int] = set()               # states visited at this distance (via empty callees)
+        while dist[rule][state] > 0:
+            want = dist[rule][state]
+            level.add(state)
+            for callee, ret in r.calls.get(state, ()):
+                if dist[callee][0] + dist[rule][ret] == want and ret not in level:
+                    self._shortest_in(callee, 0, dist, out)
+                    if dist[rule][ret] < want:
+                        level = set()
+                    state = ret
+                    break
+            else:
+                row = r.dfa.trans[state]
+                b = next(b for b in range(256) if row[b] >= 0 and dist[rule][row[b]] + 1 == want)
+                out.append(b)
+                state = int(row[b])
+                level = set()
 
     def _closure(self, start) -> frozenset[Config]:
         rules = self.grammar.rules
