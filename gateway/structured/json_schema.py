@@ -1,21 +1,28 @@
 """JSON Schema -> Grammar: one rule per schema node; leaves are single automata, objects and arrays
-call the rules of their values, so `$ref` recursion is a call to the rule being built.
+call the rules of their members and elements, so `$ref` recursion is a call to the rule being built.
 
-Enforced exactly (anything else that constrains instances raises UnsupportedSchema naming it):
-type, enum, const, properties, required, additionalProperties, items, prefixItems (and draft 4-2019
-items arrays / additionalItems), minItems, maxItems, anyOf, oneOf (when provably disjoint), allOf
-(merged, see json_normal), $ref to local pointers, pattern, format (FORMATS), minLength, maxLength,
-minimum, maximum, exclusiveMinimum, exclusiveMaximum, multipleOf (whole divisors: integers only),
-dependentRequired and minProperties/maxProperties (where the object's state tracks them, or when
-they hold trivially), uniqueItems (when at most one item fits). Annotations and unknown keywords are
-ignored, as jsonschema ignores them. Keywords of a type the node does not allow are moot.
+Text the grammar accepts, read by json.loads, is valid under jsonschema for the schema's own draft
+(2020-12 when it names none). Enforced exactly: type, enum, const, properties, required,
+additionalProperties, patternProperties, propertyNames (string keywords), items, prefixItems (items
+arrays and additionalItems before 2020-12), minItems, maxItems, anyOf, oneOf (when its branches are
+provably disjoint), allOf (merged where exact), $ref to local JSON pointers, pattern, format (see
+json_formats), minLength, maxLength, minimum, maximum, exclusiveMinimum, exclusiveMaximum,
+multipleOf (whole divisors), dependentRequired, minProperties / maxProperties (see json_containers),
+uniqueItems when at most one item fits. Any other keyword that constrains a type the node allows
+raises UnsupportedSchema naming it; annotations and unknown keywords are ignored, as jsonschema
+ignores them.
 
-Narrowings (the grammar accepts a subset, never more): whitespace and digits are bounded (see
-json_blocks, json_numbers); string lengths and item counts above MAX_COUNT are held to MAX_COUNT;
-objects with more than ANY_ORDER_KEYS declared keys take them in schema order; a number with a
-whole multipleOf is written as an integer; enum values in json.dumps form (keys in their order).
-Text the grammar accepts, parsed by json.loads, is valid under jsonschema; pattern follows ECMA-262
-(regex.py), which differs from Python's re (jsonschema's) only on non-ASCII \\d \\w \\s classes.
+The grammar accepts a subset of the valid texts where the full set cannot be an automaton or would
+be too large, never more:
+- whitespace: at most max_ws bytes at each place, none around the top-level value (json_blocks);
+- numbers: bounded digits, no exponent when bounded (json_numbers); a whole multipleOf writes an
+  integer; "integer" is written without fraction or exponent;
+- strings: lengths and item counts above MAX_COUNT (1024) held to it; no \\u escape of printable
+  ASCII, no lone surrogate (json_strings); pattern texts where ECMA and Python's re could disagree
+  left out (json_text);
+- objects: with more than ANY_ORDER_KEYS (8) declared keys, those keys in schema order; no
+  duplicate declared key;
+- enum / const: json.dumps spellings, keys in the value's own order (json_values).
 """
 from __future__ import annotations
 

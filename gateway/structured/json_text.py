@@ -230,40 +230,37 @@ def compact(dfa: Dfa, keep: np.ndarray) -> Dfa:
 def length_range(text: Dfa) -> tuple[int, int | None]:
     """Fewest and most code points of an accepted text (most: None when unbounded). A code point
     is counted at its first byte; the automaton must be trimmed."""
-    weight = np.ones(256, dtype=np.int64)
-    weight[0x80:0xC0] = 0
+    src, byte = np.nonzero(text.trans >= 0)
+    weight = ((byte < 0x80) | (byte >= 0xC0)).astype(np.int64)
+    edges = np.unique(np.stack([src, text.trans[src, byte], weight], axis=1), axis=0).tolist()
     n = text.num_states
-    best = np.full(n, np.iinfo(np.int64).max)
+    out: list[list[tuple[int, int]]] = [[] for _ in range(n)]
+    indegree = [0] * n
+    for q, t, w in edges:
+        out[q].append((t, w))
+        indegree[t] += 1
+    best = [None] * n
     best[0] = 0
     todo = deque([0])
     while todo:                                   # 0-1 breadth-first search
         q = todo.popleft()
-        for b in np.flatnonzero(text.trans[q] >= 0).tolist():
-            t, d = int(text.trans[q, b]), int(best[q] + weight[b])
-            if d < best[t]:
-                best[t] = d
-                (todo.appendleft if weight[b] == 0 else todo.append)(t)
-    shortest = int(best[text.accept].min())
-    order, indegree = [], np.zeros(n, dtype=np.int64)
-    edges = [(q, int(t), int(weight[b])) for q in range(n) for b, t in enumerate(text.trans[q].tolist()) if t >= 0]
-    for _, t, _ in edges:
-        indegree[t] += 1
-    out: list[list[tuple[int, int]]] = [[] for _ in range(n)]
-    for q, t, w in edges:
-        out[q].append((t, w))
-    ready = [q for q in range(n) if indegree[q] == 0]
-    longest = np.zeros(n, dtype=np.int64)
-    while ready:
+        for t, w in out[q]:
+            if best[t] is None or best[q] + w < best[t]:
+                best[t] = best[q] + w
+                (todo.append if w else todo.appendleft)(t)
+    shortest = min(best[q] for q in np.flatnonzero(text.accept).tolist())
+    longest, ready, done = [0] * n, [q for q in range(n) if indegree[q] == 0], 0
+    while ready:                                  # longest paths in topological order
         q = ready.pop()
-        order.append(q)
+        done += 1
         for t, w in out[q]:
             longest[t] = max(longest[t], longest[q] + w)
             indegree[t] -= 1
             if indegree[t] == 0:
                 ready.append(t)
-    if len(order) < n:
+    if done < n:
         return shortest, None
-    return shortest, int(longest[text.accept].max())
+    return shortest, max(longest[q] for q in np.flatnonzero(text.accept).tolist())
 
 
 @shared

@@ -4,6 +4,7 @@ and asserted where the compiler promises it (hypothesis schemas rendered in sche
 from __future__ import annotations
 
 import json
+import os
 import random
 import time
 import warnings
@@ -20,7 +21,8 @@ from gateway.structured.matcher import Matcher
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "jsonschemabench"
 MASKBENCH_COMPILED_FLOOR = 213          # of 250
 RAW_COMPILED_FLOOR = 329                # of 400 parseable
-RAW_SAMPLES_FLOOR = 150
+RAW_SAMPLES_FLOOR = 60
+EXAMPLES = int(os.environ.get("JSON_SCHEMA_EXAMPLES", 150))     # generated schemas (raise it to fuzz longer)
 
 
 def accepts(grammar, text: str) -> bool:
@@ -86,7 +88,7 @@ def test_maskbench_accepts_only_valid_instances():
     assert len(times) >= MASKBENCH_COMPILED_FLOOR
 
 
-def sample_text(grammar, rng: random.Random, soft: int = 100, hard: int = 1000) -> bytes | None:
+def sample_text(grammar, rng: random.Random, soft: int = 100, hard: int = 600) -> bytes | None:
     """A random text the grammar accepts (None: gave up): random bytes, then past `soft` the
     closing byte that leaves the shallowest call stack (ends a string, an object, an array)."""
     m, out = Matcher(grammar), bytearray()
@@ -121,10 +123,10 @@ def test_raw_schemas_sampled_texts_validate():
             refused += 1
             continue
         compiled += 1
-        if i % 4:
-            continue                         # sample a quarter of them (time)
+        if i % 5:
+            continue                         # sample a fifth of them (time)
         check = validator(schema)
-        for _ in range(3):
+        for _ in range(2):
             text = sample_text(grammar, rng)
             if text is None:
                 continue
@@ -228,7 +230,7 @@ def instances_of(schema):
     return VALUES
 
 
-@settings(max_examples=int(__import__("os").environ.get("JSW_EXAMPLES", 150)), deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.data())
 def test_generated_schemas_sound_and_complete(data):
     schema = data.draw(schemas(), label="schema")
