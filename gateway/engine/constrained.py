@@ -16,7 +16,6 @@ from gateway.structured.masks import MaskComputer, pack
 from gateway.structured.matcher import Matcher
 from gateway.structured.tokens import TokenTable
 
-CLOSE_WINDOW = 64          # start looking for a valid ending this many tokens before max_tokens
 CLOSE_MARGIN = 6           # tokens one more sampled token could add to the ending
 
 
@@ -59,7 +58,7 @@ class Constraints:
     def closing_tokens(self, matcher: Matcher, remaining: int) -> list[int] | None:
         """When the token budget is nearly spent, the tokens of the shortest valid ending, if it is
         time to emit them now (they fit, with a margin for what one more sampled token could open)."""
-        if remaining > CLOSE_WINDOW:
+        if matcher.completion_cost() + CLOSE_MARGIN < remaining:    # tokens never outnumber bytes
             return None
         ending = matcher.shortest_completion()
         if ending is None:
@@ -74,31 +73,27 @@ class Constraints:
         """Token ids whose bytes are exactly `data`, or None."""
         if not data:
             return []
+        table = self.masks.table
+        head = 0                              # continuation bytes finishing a character cut by the last token
+        while head < len(data) and 0x80 <= data[head] < 0xC0:
+            head += 1
+        if any(b not in table.byte_token for b in data[:head]):
+            return None
         try:
-            ids = self.tokenizer.encode(data.decode("utf-8"))
+            ids = [table.byte_token[b] for b in data[:head]] + self.tokenizer.encode(data[head:].decode("utf-8"))
         except UnicodeDecodeError:
             return None
-        table = self.masks.table
         return ids if b"".join(table.token_bytes[t] or b"\0" for t in ids) == data else None
 
     def forced_tokens_for(self, matcher: Matcher, budget: int) -> list[int]:
         """Tokens for the forced continuation (at most `budget`), advancing the matcher over them.
-        Only whole tokens whose bytes are exactly the forced bytes are used: a forced stretch that
-        ends inside a character or tokenizes differently is left to ordinary decoding."""
+        Only tokens whose bytes are exactly the forced bytes are used; a stretch that tokenizes
+        differently is left to ordinary decoding."""
         if not self.jump_forward or budget <= 0:
             return []
         # Trailing whitespace stays with the model: tokenizers glue it to the next word.
-        forced = matcher.forced().rstrip(b" \n\t\r")
-        if not forced:
-            return []
-        try:
-            text = forced.decode("utf-8")
-        except UnicodeDecodeError:
-            return []
-        ids = self.tokenizer.encode(text)[:budget]
-        table = self.masks.table
-        data = b"".join(table.token_bytes[t] or b"\0" for t in ids)
-        if not ids or not forced.startswith(data) or not matcher.advance(data):
+        ids = (self._exact_tokens(matcher.forced().rstrip(b" \n\t\r")) or [])[:budget]
+        if not ids or not matcher.advance(b"".join(self.masks.table.token_bytes[t] for t in ids)):
             return []
         self.forced_tokens += len(ids)
         return ids

@@ -46,7 +46,7 @@ class ToolFormat:
 
 
 def tool_grammar(fmt: ToolFormat, spec: dict) -> Grammar:
-    return _tool_grammar(fmt, json.dumps(spec, sort_keys=True))
+    return _tool_grammar(fmt, json.dumps(spec))          # key order matters: properties
 
 
 @lru_cache(maxsize=256)

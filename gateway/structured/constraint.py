@@ -20,7 +20,7 @@ def compile_constraint(constraint: Constraint) -> Grammar:
     if constraint.kind not in PARAMS:
         raise InvalidRequest(f"unknown constraint kind {constraint.kind!r}", "response_format")
     try:
-        return _compile(constraint.kind, json.dumps(constraint.spec, sort_keys=True))
+        return _compile(constraint.kind, json.dumps(constraint.spec))   # key order matters: properties
     except InvalidRequest:
         raise
     except RecursionError:

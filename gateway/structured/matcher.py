@@ -92,12 +92,17 @@ class Matcher:
         dist = self.grammar.to_accept()
         cost = lambda c: sum(dist[r][s] for r, s in c)
         best = min(self.configs, key=cost, default=None)
-        if best is None or not np.isfinite(cost(best)) or cost(best) > limit:
+        if best is None or not cost(best) <= limit:
             return None
         out = bytearray()
         for rule, state in reversed(best):
             self._shortest_in(rule, state, dist, out)
         return bytes(out) if self.allows(bytes(out)) else None
+
+    def completion_cost(self) -> float:
+        """Length in bytes of the shortest completion (inf if none), without building it."""
+        dist = self.grammar.to_accept()
+        return min((sum(dist[r][s] for r, s in c) for c in self.configs), default=np.inf)
 
     def _shortest_in(self, rule: int, state: int, dist: list[np.ndarray], out: bytearray) -> None:
         """Append to out the shortest bytes taking `rule` from `state` to acceptance."""

@@ -40,6 +40,9 @@ class TokenTable:
         order = np.argsort(first, kind="stable")
         bounds = np.searchsorted(first[order], np.arange(258))
         self.by_first_byte = [order[bounds[b]:bounds[b + 1]] for b in range(256)]   # token ids starting with b
+        self.byte_token: dict[int, int] = {}              # single-byte tokens, for bytes cut mid-character
+        for i in np.nonzero(lengths == 1)[0]:
+            self.byte_token.setdefault(int(self.matrix[i, 0]), int(i))
 
     @classmethod
     def from_hf(cls, hf, vocab_size: int, eos_ids: frozenset[int]) -> "TokenTable":
