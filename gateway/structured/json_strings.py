@@ -8,7 +8,7 @@ that calls, for each state t the text automaton reaches by one escapable charact
 reading "the rest of an escape of one of those characters", returning to t. Escape rules are shared
 by character set, and ordinary text stays inside one rule, where token masks are cheap.
 
-Escapes accepted: \\" \\\\ \\/ \\b \\f \\n \\r \\t, and \\uXXXX (either case) for controls and code
+Escapes accepted: \\" \\\\ \\/ \\b \\f \\n \\r \\t, and \\u with four hex digits (either case) for controls and code
 points from U+0080, astral ones as a surrogate pair. \\u escapes of printable ASCII (\\u0041 for A)
 are refused: nobody writes them and allowing them would only give a model more ways to spend tokens.
 Lone surrogates are refused (the decoded text would not be valid Unicode).

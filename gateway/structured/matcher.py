@@ -45,21 +45,22 @@ class Matcher:
 
     def advance(self, data: bytes) -> bool:
         """Consume data if the grammar allows all of it; otherwise change nothing and say False."""
-        configs = self.configs
-        for b in data:
-            configs = self.step(configs, b)
-            if not configs:
-                return False
-        self.configs = configs
-        return True
+        configs = self._after(data)
+        if configs:
+            self.configs = configs
+        return bool(configs)
 
     def allows(self, data: bytes) -> bool:
+        return bool(self._after(data))
+
+    def _after(self, data: bytes) -> frozenset[Config]:
+        """The stack set after data, empty as soon as a byte is refused."""
         configs = self.configs
         for b in data:
             configs = self.step(configs, b)
             if not configs:
-                return False
-        return True
+                break
+        return configs
 
     def next_bytes(self) -> list[int]:
         rules = self.grammar.rules
