@@ -123,14 +123,14 @@ class XGrammar:
 
 
 class Ours:
-    """radixgate's compiler, matcher and masks. Its timed mask includes `pack`, as the engine's sampler
-    gets it; `mask_kind` says what the last mask cost."""
+    """radixgate's compiler, matcher and masks. Its timed mask is the packed int32 words the engine's
+    sampler gets; `mask_kind` says what the last mask cost."""
     name = "ours"
 
     def __init__(self, hf):
-        from gateway.structured.masks import MaskComputer, pack
+        from gateway.structured.masks import MaskComputer
         from gateway.structured.tokens import TokenTable
-        self._MaskComputer, self._pack = MaskComputer, pack
+        self._MaskComputer = MaskComputer
         self.table = TokenTable.from_hf(hf, len(hf), frozenset({hf.eos_token_id}))
         self.masks = MaskComputer(self.table)
         self.grammar = self.matcher = self.words = None
@@ -164,7 +164,7 @@ class Ours:
         self._masks_held = len(self.masks._masks)
 
     def mask(self) -> None:
-        self.words = self._pack(self.masks.allowed(self.matcher))
+        self.words = self.masks.words(self.matcher)
 
     def mask_kind(self) -> str:
         """'cached' when MaskComputer had the whole mask, else 'computed' (per-state splits, new or

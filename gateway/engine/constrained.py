@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from gateway.engine.tokenizer import Tokenizer
-from gateway.structured.masks import MaskComputer, pack
+from gateway.structured.masks import MaskComputer
 from gateway.structured.matcher import Matcher
 from gateway.structured.tokens import TokenTable
 
@@ -43,7 +43,7 @@ class Constraints:
         out = np.full((len(matchers), words), -1, dtype=np.int32)
         for i, m in enumerate(matchers):
             if m is not None:
-                out[i] = pack(self.masks.allowed(m))
+                out[i] = self.masks.words(m)
         return torch.from_numpy(out).to(self.device)
 
     def advance(self, matcher: Matcher, token: int) -> None:

@@ -1,11 +1,11 @@
 """Token masks: which tokens a grammar allows next, as packed int32 bitmasks for the sampler.
 
-For each rule state, one vectorised pass of the automaton over every token's bytes splits the
-vocabulary into tokens consumed entirely inside the rule (allowed whatever the stack below holds),
-tokens that die inside it (refused), and the few that pass a point where the rule could call or
-return before dying: only those are checked against the full stack set. These per-state splits are
-cached by automaton content, so equal building blocks (string bodies, numbers, whitespace) are
-computed once per tokenizer and shared by every schema; whole masks are cached by stack set.
+For each stack in the matcher's set, the top rule walks every token (token_walk): tokens it reads
+whole are allowed; the tails of tokens that reach a call or a return continue, from the stacks that
+call or return there, as smaller tail sets, and so on down until every tail is read or dead. Walks
+do not depend on the stack, so they are cached per tokenizer and shared by every schema and request;
+what a new stack set costs is the Python that follows its stacks through cached walks, then an OR of
+bitmask words. Whole masks are cached, packed, by stack set.
 """
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ from collections import OrderedDict
 
 import numpy as np
 
-from gateway.structured.grammar import Rule
-from gateway.structured.matcher import Matcher
+from gateway.structured.grammar import Grammar, Rule
+from gateway.structured.matcher import Config, Matcher
+from gateway.structured.token_walk import ALL, Tails, Walk, pack_ids, walk
 from gateway.structured.tokens import TokenTable
 
 
@@ -25,74 +26,103 @@ def pack(allowed: np.ndarray) -> np.ndarray:
     return np.packbits(padded, bitorder="little").view("<i4").astype(np.int32)
 
 
-class MaskComputer:
-    def __init__(self, table: TokenTable, max_masks: int = 4096):
-        self.table = table
-        self._splits: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
-        self._masks: OrderedDict[tuple, np.ndarray] = OrderedDict()
-        self.max_masks = max_masks
-        self._exits: dict[int, tuple[bytes, np.ndarray]] = {}
+def unpack(words: np.ndarray, vocab_size: int) -> np.ndarray:
+    return np.unpackbits(words.view(np.uint8), bitorder="little")[:vocab_size].astype(np.bool_)
 
-    def allowed(self, matcher: Matcher) -> np.ndarray:
-        """bool [V]: the tokens whose bytes the matcher accepts, plus EOS once it is complete."""
+
+class MaskComputer:
+    def __init__(self, table: TokenTable, max_masks: int = 4096, max_walks: int = 50_000):
+        self.table = table
+        self.num_words = -(-table.vocab_size // 32)
+        self.trie = table.trie
+        self.max_masks, self.max_walks = max_masks, max_walks
+        self._masks: OrderedDict[tuple, tuple[Grammar, np.ndarray]] = OrderedDict()
+        self._walks: OrderedDict[tuple, Walk] = OrderedDict()
+        self._rules: dict[int, tuple] = {}     # id(rule) -> (rule, content id, exits)
+        self._contents: dict[bytes, int] = {}
+        self._leaves: OrderedDict[int, tuple[Grammar, dict]] = OrderedDict()
+        self._eos = pack_ids(np.array(sorted(table.eos_ids), np.int64), self.num_words)
+
+    def words(self, matcher: Matcher) -> np.ndarray:
+        """int32 [ceil(V/32)]: the tokens whose bytes the matcher accepts, plus EOS once it is complete.
+        Read-only: the array is the cached mask."""
         key = (id(matcher.grammar), matcher.configs)
         cached = self._masks.get(key)
-        if cached is not None:
+        if cached is not None and cached[0] is matcher.grammar:
             self._masks.move_to_end(key)
-            return cached
-        allowed = np.zeros(self.table.vocab_size, dtype=np.bool_)
-        candidates = []
-        rules = matcher.grammar.rules
-        for config in matcher.configs:
-            rule, state = config[-1]
-            inside, crossing = self._split(rules[rule], state)
-            allowed[inside] = True
-            candidates.append(crossing)
-        if candidates:
-            for t in np.unique(np.concatenate(candidates)):
-                if not allowed[t] and matcher.allows(self.table.token_bytes[t]):
-                    allowed[t] = True
-        if matcher.accepting:
-            allowed[list(self.table.eos_ids)] = True
-        self._masks[key] = allowed
+            return cached[1]
+        words = self._compute(matcher)
+        words.flags.writeable = False
+        self._masks[key] = (matcher.grammar, words)
         if len(self._masks) > self.max_masks:
             self._masks.popitem(last=False)
-        return allowed
+        return words
 
-    def _exit_points(self, rule: Rule) -> tuple[bytes, np.ndarray]:
-        """States where a call or a return may happen, and their content key."""
-        found = self._exits.get(id(rule))
+    def allowed(self, matcher: Matcher) -> np.ndarray:
+        """bool [V], the same mask unpacked."""
+        return unpack(self.words(matcher), self.table.vocab_size)
+
+    def _compute(self, matcher: Matcher) -> np.ndarray:
+        words = np.zeros(self.num_words, np.uint32)
+        small: list[np.ndarray] = []
+        leaves = self._leaves_of(matcher)
+        rules = matcher.grammar.rules
+        seen: set[tuple[Config, bytes]] = set()
+        todo: list[tuple[Config, Tails]] = [(c, ALL) for c in matcher.configs]
+        while todo:
+            config, tails = todo.pop()
+            if (config, tails.key) in seen:
+                continue
+            seen.add((config, tails.key))
+            rule, state = config[-1]
+            w = self._walk(rules[rule], state, tails)
+            if w.words is not None:
+                np.bitwise_or(words, w.words, out=words)
+            elif len(w.consumed):
+                small.append(w.consumed)
+            for exit_state, rest in w.exits:
+                key = (config, exit_state)
+                after = leaves.get(key)
+                if after is None:
+                    after = leaves[key] = matcher.leaving(config, exit_state)
+                todo.extend((c, rest) for c in after)
+        if small:
+            ids = np.concatenate(small)
+            np.bitwise_or.at(words, ids >> 5, np.left_shift(np.uint32(1), (ids & 31).astype(np.uint32)))
+        if matcher.accepting:
+            np.bitwise_or(words, self._eos, out=words)
+        return words.view(np.int32)
+
+    def _walk(self, rule: Rule, state: int, tails: Tails) -> Walk:
+        content, exits = self._rule_key(rule)
+        key = (tails.key, content, state)
+        found = self._walks.get(key)
+        if found is not None:
+            self._walks.move_to_end(key)
+        else:
+            found = self._walks[key] = walk(self.trie, self.num_words, rule.dfa.trans, exits, state, tails)
+            if len(self._walks) > self.max_walks:
+                self._walks.popitem(last=False)
+        return found
+
+    def _rule_key(self, rule: Rule) -> tuple[int, np.ndarray]:
+        """A small id for the rule's automaton and exit points (equal content, equal id), and the
+        exit points: states where a call or a return may happen."""
+        found = self._rules.get(id(rule))
         if found is None or found[0] is not rule:
             exits = rule.dfa.accept.copy()
             exits[list(rule.calls)] = True
-            found = (rule, exits)
-            self._exits[id(rule)] = found
-        return rule.dfa.digest() + found[1].tobytes(), found[1]
+            content = self._contents.setdefault(rule.dfa.digest() + exits.tobytes(), len(self._contents))
+            found = self._rules[id(rule)] = (rule, content, exits)
+        return found[1:]
 
-    def _split(self, rule: Rule, state: int) -> tuple[np.ndarray, np.ndarray]:
-        exit_key, exits = self._exit_points(rule)
-        key = (exit_key, state)
-        found = self._splits.get(key)
-        if found is not None:
-            return found
-        trans, table = rule.dfa.trans, self.table
-        firsts = np.nonzero(trans[state] >= 0)[0]
-        ids = np.concatenate([table.by_first_byte[b] for b in firsts]) if len(firsts) else np.zeros(0, np.int64)
-        ids = ids[np.argsort(-table.lengths[ids], kind="stable")]        # longest first: shrink as i grows
-        lengths = table.lengths[ids]
-        cur = np.full(len(ids), state, dtype=np.int32)
-        alive = np.ones(len(ids), dtype=np.bool_)
-        crossed = np.zeros(len(ids), dtype=np.bool_)
-        for i in range(int(lengths[0]) if len(ids) else 0):
-            n = int(np.searchsorted(-lengths, -i, side="left"))        # tokens longer than i bytes
-            live = alive[:n]
-            c = cur[:n]
-            if i:
-                crossed[:n] |= live & exits[c]
-            nxt = trans[c, table.matrix[ids[:n], i]]
-            ok = nxt >= 0
-            alive[:n] = live & ok
-            cur[:n] = np.where(ok, nxt, c)
-        found = (ids[alive], ids[~alive & crossed])
-        self._splits[key] = found
-        return found
+    def _leaves_of(self, matcher: Matcher) -> dict:
+        """Per grammar: (stack, exit state) -> the stacks that go on from there."""
+        grammar = matcher.grammar
+        found = self._leaves.get(id(grammar))
+        if found is None or found[0] is not grammar:
+            found = self._leaves[id(grammar)] = (grammar, {})
+            if len(self._leaves) > 64:
+                self._leaves.popitem(last=False)
+        self._leaves.move_to_end(id(grammar))
+        return found[1]

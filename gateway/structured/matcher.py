@@ -62,6 +62,17 @@ class Matcher:
                 break
         return configs
 
+    def leaving(self, config: Config, state: int) -> frozenset[Config]:
+        """The stacks reachable from `config` with its top frame at `state` by calling or returning
+        there (not by reading on in the same rule), closed. Masks continue a token's tail from them."""
+        rules = self.grammar.rules
+        rule, base = config[-1][0], config[:-1]
+        moves = [base + ((rule, ret), (callee, 0)) for callee, ret in rules[rule].calls.get(state, ())
+                 if len(config) < MAX_DEPTH]
+        if base and rules[rule].dfa.accept[state]:
+            moves.append(base)
+        return self._closure(moves) if moves else frozenset()
+
     def next_bytes(self) -> list[int]:
         rules = self.grammar.rules
         out = set()

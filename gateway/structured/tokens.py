@@ -36,13 +36,18 @@ class TokenTable:
         for i, b in enumerate(token_bytes):
             if b:
                 self.matrix[i, :len(b)] = np.frombuffer(b, dtype=np.uint8)
-        first = np.where(lengths > 0, self.matrix[:, 0], 256)
-        order = np.argsort(first, kind="stable")
-        bounds = np.searchsorted(first[order], np.arange(258))
-        self.by_first_byte = [order[bounds[b]:bounds[b + 1]] for b in range(256)]   # token ids starting with b
         self.byte_token: dict[int, int] = {}              # single-byte tokens, for bytes cut mid-character
         for i in np.nonzero(lengths == 1)[0]:
             self.byte_token.setdefault(int(self.matrix[i, 0]), int(i))
+        self._trie = None
+
+    @property
+    def trie(self):
+        """The vocabulary's byte trie (token_trie), built on first use."""
+        if self._trie is None:
+            from gateway.structured.token_trie import TokenTrie
+            self._trie = TokenTrie(self)
+        return self._trie
 
     @classmethod
     def from_hf(cls, hf, vocab_size: int, eos_ids: frozenset[int]) -> "TokenTable":

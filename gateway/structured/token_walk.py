@@ -1,0 +1,102 @@
+"""Many token tails at once through one rule's automaton: the vectorised step behind token masks.
+
+A tail is what remains of some tokens below a trie node: Tails is a set of trie nodes, each standing
+for the tokens under it, read from that node's depth on. Walking tails from one state of one rule
+splits them: tokens the rule reads to their last byte (allowed, whatever the stack below the rule
+holds), tokens that die inside the rule, and nodes reached at an exit point, a state where the rule
+may call another or return, after at least one byte. From an exit point the rest must be read by
+whatever runs next, so those nodes become new tails. What a walk yields depends only on (tails, rule
+automaton, exit points, state), never on the stack, so walks are cached per tokenizer and shared by
+every schema and stack that meets the same rule.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from gateway.structured.token_trie import TokenTrie, runs
+
+PACK_ABOVE = 512            # consumed sets larger than this are kept as bitmask words, ready to OR
+
+
+@dataclass(slots=True, eq=False)
+class Tails:
+    roots: dict[int, np.ndarray]             # depth -> sorted trie nodes at that depth
+    key: bytes = b""                         # content: equal tails from different walks share walks
+
+    def __post_init__(self):
+        if not self.key:
+            h = hashlib.blake2b(digest_size=16)
+            for depth in sorted(self.roots):
+                h.update(depth.to_bytes(2, "little"))
+                h.update(self.roots[depth].tobytes())
+            self.key = h.digest()
+
+
+ALL = Tails({0: np.zeros(1, np.int64)}, key=b"all")       # every token, from its first byte
+
+
+@dataclass(slots=True, eq=False)
+class Walk:
+    consumed: np.ndarray                     # token ids the rule reads whole
+    words: np.ndarray | None                 # the same as uint32 bitmask words, when large
+    exits: list[tuple[int, Tails]]           # (exit state, tails still to read from there)
+
+
+def pack_ids(ids: np.ndarray, num_words: int) -> np.ndarray:
+    bits = np.zeros(num_words * 32, np.bool_)
+    bits[ids] = True
+    return np.packbits(bits, bitorder="little").view(np.uint32)
+
+
+def walk(trie: TokenTrie, num_words: int, trans: np.ndarray, exits: np.ndarray, state: int, tails: Tails) -> Walk:
+    """Run the tails from `state`; consumption and exit points count from the first byte read on
+    (the caller's stack set already holds every move possible before a byte is read)."""
+    levels = trie.levels
+    empty = np.zeros(0, np.int64)
+    nodes, states = empty, empty
+    ends_lo, ends_n, hits = [], [], []
+    last_root = max(tails.roots)
+    d = min(tails.roots)
+    while True:
+        if len(nodes):                                   # moved here by one byte
+            level = levels[d]
+            n_end = level.ends[nodes]
+            has = n_end > 0
+            if has.any():
+                ends_lo.append(level.lo[nodes[has]])
+                ends_n.append(n_end[has])
+            at = exits[states]
+            if at.any():
+                hits.append((d, nodes[at], states[at]))
+        root = tails.roots.get(d)
+        if root is not None:
+            nodes = np.concatenate([nodes, root])
+            states = np.concatenate([states, np.full(len(root), state, np.int64)])
+        if d >= trie.depth or (not len(nodes) and d >= last_root):
+            break
+        level = levels[d]
+        lo, count = level.child_lo[nodes], level.child_hi[nodes] - level.child_lo[nodes]
+        children = runs(lo, count)
+        nxt = trans[np.repeat(states, count), levels[d + 1].byte[children]]
+        ok = nxt >= 0
+        nodes, states = children[ok], nxt[ok].astype(np.int64)
+        d += 1
+    consumed = trie.tokens(np.concatenate(ends_lo), np.concatenate(ends_n)) if ends_lo else empty
+    words = pack_ids(consumed, num_words) if len(consumed) > PACK_ABOVE else None
+    return Walk(consumed, words, _exits(hits))
+
+
+def _exits(hits: list) -> list[tuple[int, Tails]]:
+    """Group the exit hits by state: per state, the nodes reached there, by depth."""
+    by_state: dict[int, dict[int, list[np.ndarray]]] = {}
+    for depth, nodes, states in hits:
+        order = np.argsort(states, kind="stable")
+        nodes, states = nodes[order], states[order]
+        cuts = np.flatnonzero(np.diff(states)) + 1
+        for group, where in zip(np.split(nodes, cuts), np.split(states, cuts)):
+            by_state.setdefault(int(where[0]), {}).setdefault(depth, []).append(group)
+    return [(state, Tails({d: np.sort(np.concatenate(parts)) for d, parts in depths.items()}))
+            for state, depths in by_state.items()]

@@ -1,0 +1,70 @@
+"""Masks of real JSON Schema grammars equal the brute-force answer at every step of a valid text:
+calls, returns, keys that share prefixes, bounded whitespace, formats, recursion, all through the
+trie walk and its caches."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from transformers import AutoTokenizer
+
+from gateway.structured.json_schema import compile_json_schema
+from gateway.structured.masks import MaskComputer
+from gateway.structured.matcher import Matcher
+from gateway.structured.tokens import TokenTable
+
+TREE = {"$defs": {"node": {"type": "object", "properties": {"v": {"type": "integer", "minimum": -5},
+                                                             "kids": {"type": "array", "items": {"$ref": "#/$defs/node"}}},
+                           "required": ["v"], "additionalProperties": False}},
+        "$ref": "#/$defs/node"}
+CASES = [
+    ({"type": "object", "properties": {"name": {"type": "string"}, "names": {"type": "array", "items": {"type": "string"}},
+                                       "n": {"type": "number"}}, "required": ["name"]},
+     {"name": "Ada \"Lovelace\" 東京", "names": ["a", "b c"], "n": -1.25e3, "extra": [True, None, {"k": 1}]}),
+    ({"type": "array", "items": {"anyOf": [{"type": "string", "format": "date-time"}, {"type": "integer"}, {"type": "null"}]},
+      "maxItems": 4}, ["2024-01-02T03:04:05Z", 17, None]),
+    ({"type": "object", "properties": {"kind": {"enum": ["alpha", "alphabet", "beta"]},
+                                       "code": {"type": "string", "pattern": "^[A-Z]{2}-\\d+$", "maxLength": 8}},
+      "required": ["kind", "code"], "additionalProperties": False}, {"kind": "alphabet", "code": "AB-12"}),
+    (TREE, {"v": 1, "kids": [{"v": 2, "kids": []}, {"v": -5, "kids": [{"v": 3}]}]}),
+]
+
+
+def brute_force(matcher: Matcher, table: TokenTable) -> np.ndarray:
+    firsts = set(matcher.next_bytes())
+    allowed = np.array([bool(b) and b[0] in firsts and matcher.allows(b) for b in table.token_bytes])
+    if matcher.accepting:
+        allowed[list(table.eos_ids)] = True
+    return allowed
+
+
+def check_along(grammar, text: str, table: TokenTable, every: int) -> int:
+    """Compare at every `every`-th byte of text (and at its end); the number of masks compared."""
+    matcher, masks, data, compared = Matcher(grammar), MaskComputer(table), text.encode(), 0
+    for i in range(len(data) + 1):
+        if i % every == 0 or i == len(data):
+            np.testing.assert_array_equal(masks.allowed(matcher), brute_force(matcher, table), err_msg=repr(data[:i]))
+            compared += 1
+        if i < len(data):
+            assert matcher.advance(data[i:i + 1])
+    assert matcher.accepting
+    return compared
+
+
+@pytest.mark.parametrize("case", range(len(CASES)))
+@pytest.mark.parametrize("separators", [(", ", ": "), (",", ":")])
+def test_json_masks_equal_brute_force(trained_tokenizer_dir, case, separators):
+    hf = AutoTokenizer.from_pretrained(trained_tokenizer_dir)
+    table = TokenTable.from_hf(hf, len(hf), frozenset({hf.eos_token_id}))
+    schema, value = CASES[case]
+    text = json.dumps(value, separators=separators, ensure_ascii=False)
+    assert check_along(compile_json_schema(schema), text, table, every=1) > len(text)
+
+
+def test_json_masks_equal_brute_force_on_a_real_vocabulary(qwen3_tokenizer_dir):
+    """Qwen3's 151k tokens: long whitespace runs, multi-byte pieces, tokens spanning `", "` and `":`."""
+    hf = AutoTokenizer.from_pretrained(qwen3_tokenizer_dir)
+    table = TokenTable.from_hf(hf, len(hf), frozenset({hf.eos_token_id}))
+    schema, value = CASES[0]
+    assert check_along(compile_json_schema(schema), json.dumps(value, ensure_ascii=False), table, every=9) >= 10
