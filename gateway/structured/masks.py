@@ -15,7 +15,7 @@ import numpy as np
 
 from gateway.structured.grammar import Grammar, Rule
 from gateway.structured.matcher import Config, Matcher
-from gateway.structured.token_walk import ALL, Tails, Walk, pack_ids, walk
+from gateway.structured.token_walk import ALL, WIDE, Tails, Walk, first_byte_split, pack_ids, walk
 from gateway.structured.tokens import TokenTable
 
 
@@ -100,7 +100,13 @@ class MaskComputer:
         if found is not None:
             self._walks.move_to_end(key)
         else:
-            found = self._walks[key] = walk(self.trie, self.num_words, rule.dfa.trans, exits, state, tails)
+            trans = rule.dfa.trans
+            if tails is ALL and int((trans[state] >= 0).sum()) > WIDE:
+                found = first_byte_split(self.trie, self.num_words, trans, exits, state,
+                                         lambda t, rest: self._walk(rule, t, rest))
+            else:
+                found = walk(self.trie, self.num_words, trans, exits, state, tails)
+            self._walks[key] = found
             if len(self._walks) > self.max_walks:
                 self._walks.popitem(last=False)
         return found

@@ -34,6 +34,8 @@ class TokenTrie:
         n = len(self.ids)
         lengths = table.lengths[self.ids].astype(np.int64)
         rows = table.matrix[self.ids]
+        self.first = rows[:, 0].astype(np.int64) if n else np.zeros(0, np.int64)   # per sorted token
+        self.first_byte = table.matrix[:, 0].astype(np.int64)                      # per token id
         lcp = np.zeros(n, np.int64)                       # common prefix with the previous sorted token
         if n > 1:
             same = rows[1:] == rows[:-1]

@@ -12,6 +12,7 @@ every schema and stack that meets the same rule.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,6 +37,7 @@ class Tails:
 
 
 ALL = Tails({0: np.zeros(1, np.int64)}, key=b"all")       # every token, from its first byte
+WIDE = 64                   # a state taking more first bytes than this walks ALL by first_byte_split
 
 
 @dataclass(slots=True, eq=False)
@@ -89,6 +91,48 @@ def walk(trie: TokenTrie, num_words: int, trans: np.ndarray, exits: np.ndarray, 
     return Walk(consumed, words, _exits(hits))
 
 
+def after_first_byte(trie: TokenTrie) -> Tails:
+    """Every token, from its second byte: the tails first_byte_split shares."""
+    return Tails({1: np.arange(len(trie.levels[1].lo))}, key=b"after first byte")
+
+
+def first_byte_split(trie: TokenTrie, num_words: int, trans: np.ndarray, exits: np.ndarray, state: int,
+                     walk_from: Callable[[int, Tails], Walk]) -> Walk:
+    """walk(state, ALL) put together from cached walks after the first byte, grouped by the state t
+    that byte leads to. A group holding much of the vocabulary takes t's walk of every token after
+    its first byte (shared: `after_first_byte`), kept to the group's first bytes; a small group
+    walks its own subtrees. Walks over disjoint subtrees are independent, so this is the same walk;
+    it pays when many states lead to the same few (a key being typed: every byte off the declared
+    keys goes to one string state)."""
+    level = trie.levels[1]
+    nxt = trans[state, level.byte]
+    alive = np.flatnonzero(nxt >= 0)
+    single = alive[level.ends[alive] > 0]
+    consumed = [trie.tokens(level.lo[single], level.ends[single])]
+    at_exit = exits[nxt[alive]]
+    hits = [(1, alive[at_exit], nxt[alive][at_exit])]
+    roots: dict[int, dict[int, list[np.ndarray]]] = {}
+    shared = after_first_byte(trie)
+    for t in np.unique(nxt[alive]):
+        group = alive[nxt[alive] == t]
+        if (level.hi[group] - level.lo[group]).sum() < len(trie.ids) // 4:
+            after, keep = walk_from(int(t), Tails({1: group})), None
+        else:
+            after, keep = walk_from(int(t), shared), np.zeros(256, np.bool_)
+            keep[level.byte[group]] = True
+        consumed.append(after.consumed if keep is None else after.consumed[keep[trie.first_byte[after.consumed]]])
+        for e, tails in after.exits:
+            for d, nodes in tails.roots.items():
+                if keep is not None:
+                    nodes = nodes[keep[trie.first[trie.levels[d].lo[nodes]]]]
+                roots.setdefault(e, {}).setdefault(d, []).append(nodes)
+    for e, depths in roots.items():
+        for d, parts in depths.items():
+            hits.append((d, np.concatenate(parts), np.full(sum(map(len, parts)), e, np.int64)))
+    ids = np.concatenate(consumed)
+    return Walk(ids, pack_ids(ids, num_words) if len(ids) > PACK_ABOVE else None, _exits(hits))
+
+
 def _exits(hits: list) -> list[tuple[int, Tails]]:
     """Group the exit hits by state: per state, the nodes reached there, by depth."""
     by_state: dict[int, dict[int, list[np.ndarray]]] = {}
@@ -97,6 +141,8 @@ def _exits(hits: list) -> list[tuple[int, Tails]]:
         nodes, states = nodes[order], states[order]
         cuts = np.flatnonzero(np.diff(states)) + 1
         for group, where in zip(np.split(nodes, cuts), np.split(states, cuts)):
+            if not len(group):
+                continue
             by_state.setdefault(int(where[0]), {}).setdefault(depth, []).append(group)
     return [(state, Tails({d: np.sort(np.concatenate(parts)) for d, parts in depths.items()}))
             for state, depths in by_state.items()]
