@@ -131,14 +131,17 @@ class Ours:
         from gateway.structured.masks import MaskComputer
         from gateway.structured.tokens import TokenTable
         self._MaskComputer = MaskComputer
+        from gateway.structured.block_walks import warm_blocks
         self.table = TokenTable.from_hf(hf, len(hf), frozenset({hf.eos_token_id}))
+        warm_blocks(self.table)              # per tokenizer: the trie and the JSON building blocks' walks
         self.masks = MaskComputer(self.table)
         self.grammar = self.matcher = self.words = None
         self._masks_held = 0
 
     def reset(self) -> None:
-        """Forget what earlier schemas left: masks and splits, memoised compiles (constraints, regexes,
-        formats) and json_cache's pool of shared automata (it has no clear(); emptied as it is built)."""
+        """Forget what earlier schemas left: masks and walks, memoised compiles (constraints, regexes,
+        formats) and json_cache's pool of shared automata. Kept: the per-tokenizer table, its trie and
+        the building blocks' walks (block_walks), as llguidance and XGrammar keep their tokenizer state."""
         from gateway.structured import json_cache
         self.masks = self._MaskComputer(self.table)
         for name, module in list(sys.modules.items()):
@@ -146,8 +149,7 @@ class Ours:
                 for value in vars(module).values():
                     if callable(getattr(value, "cache_clear", None)):
                         value.cache_clear()
-        json_cache._pool.clear()
-        json_cache._held[0] = 0
+        json_cache.clear()
 
     def compile(self, schema: dict) -> None:
         from gateway.protocol import Constraint, InvalidRequest

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from gateway.engine.tokenizer import Tokenizer
+from gateway.structured.block_walks import warm_blocks
 from gateway.structured.masks import MaskComputer
 from gateway.structured.matcher import Matcher
 from gateway.structured.tokens import TokenTable
@@ -31,7 +32,8 @@ class Constraints:
     def masks(self) -> MaskComputer:
         with self._lock:                           # first use may come from a request thread
             if self._masks is None:
-                table = TokenTable.from_hf(self.tokenizer.hf, self.vocab_size, self.tokenizer.eos_token_ids)
+                table = TokenTable.shared(self.tokenizer.hf, self.vocab_size, self.tokenizer.eos_token_ids)
+                warm_blocks(table)
                 self._masks = MaskComputer(table)
             return self._masks
 

@@ -39,6 +39,12 @@ def shared(fn=None, *, key=None):
     return cached
 
 
+def clear() -> None:
+    """Forget every shared automaton (benchmarks start each schema cold)."""
+    _pool.clear()
+    _held[0] = 0
+
+
 def _freeze(value) -> int:
     """Make value's arrays read-only; its size in bytes."""
     if isinstance(value, Dfa):

@@ -9,13 +9,15 @@ bitmask words. Whole masks are cached, packed, by stack set.
 """
 from __future__ import annotations
 
+import hashlib
 from collections import OrderedDict
 
 import numpy as np
 
 from gateway.structured.grammar import Grammar, Rule
 from gateway.structured.matcher import Config, Matcher
-from gateway.structured.token_walk import ALL, WIDE, Tails, Walk, first_byte_split, pack_ids, walk
+from gateway.structured.token_walk import (AFTER_FIRST_BYTE, ALL, WIDE, Tails, Walk, first_byte_split, pack_ids,
+                                          reachable_form, walk)
 from gateway.structured.tokens import TokenTable
 
 
@@ -38,8 +40,8 @@ class MaskComputer:
         self.max_masks, self.max_walks = max_masks, max_walks
         self._masks: OrderedDict[tuple, tuple[Grammar, np.ndarray]] = OrderedDict()
         self._walks: OrderedDict[tuple, Walk] = OrderedDict()
-        self._rules: dict[int, tuple] = {}     # id(rule) -> (rule, content id, exits)
-        self._contents: dict[bytes, int] = {}
+        self._rules: dict[int, tuple] = {}     # id(rule) -> (rule, content key, exits)
+        self._forms: dict[tuple[int, int], tuple] = {}     # (id(rule), state) -> (rule, reachable form)
         self._leaves: OrderedDict[int, tuple[Grammar, dict]] = OrderedDict()
         self._eos = pack_ids(np.array(sorted(table.eos_ids), np.int64), self.num_words)
 
@@ -96,29 +98,61 @@ class MaskComputer:
     def _walk(self, rule: Rule, state: int, tails: Tails) -> Walk:
         content, exits = self._rule_key(rule)
         key = (tails.key, content, state)
+        found = self._cached(key)
+        if found is None:
+            trans = rule.dfa.trans
+            if tails is ALL and int((trans[state] >= 0).sum()) > WIDE:
+                found = first_byte_split(self.trie, self.num_words, trans, exits, state, lambda t, rest: (
+                    self._walk_form(rule, t, rest) if rest.key == AFTER_FIRST_BYTE else self._walk(rule, t, rest)))
+            else:
+                found = walk(self.trie, self.num_words, trans, exits, state, tails)
+            self._store(key, found)
+        return found
+
+    def _walk_form(self, rule: Rule, state: int, tails: Tails) -> Walk:
+        """The walk from a state's reachable form (token_walk.reachable_form), numbered back."""
+        found = self._forms.get((id(rule), state))
+        if found is None or found[0] is not rule:
+            found = self._forms[(id(rule), state)] = (rule, reachable_form(rule.dfa.trans, self._rule_key(rule)[1], state))
+        form = found[1]
+        if form is None:
+            return self._walk(rule, state, tails)
+        content, trans, exits, old = form
+        w = self._cached((tails.key, content))
+        if w is None:
+            w = walk(self.trie, self.num_words, trans, exits, 0, tails)
+            self._store((tails.key, content), w)
+        return Walk(w.consumed, w.words, [(int(old[e]), rest) for e, rest in w.exits])
+
+    def _cached(self, key: tuple) -> Walk | None:
         found = self._walks.get(key)
         if found is not None:
             self._walks.move_to_end(key)
-        else:
-            trans = rule.dfa.trans
-            if tails is ALL and int((trans[state] >= 0).sum()) > WIDE:
-                found = first_byte_split(self.trie, self.num_words, trans, exits, state,
-                                         lambda t, rest: self._walk(rule, t, rest))
-            else:
-                found = walk(self.trie, self.num_words, trans, exits, state, tails)
-            self._walks[key] = found
-            if len(self._walks) > self.max_walks:
-                self._walks.popitem(last=False)
-        return found
+            return found
+        return self.table.block_walks.get(key)
 
-    def _rule_key(self, rule: Rule) -> tuple[int, np.ndarray]:
-        """A small id for the rule's automaton and exit points (equal content, equal id), and the
-        exit points: states where a call or a return may happen."""
+    def _store(self, key: tuple, found: Walk) -> None:
+        self._walks[key] = found
+        if len(self._walks) > self.max_walks:
+            self._walks.popitem(last=False)
+
+    def walk_rule(self, rule: Rule) -> None:
+        """Walk the whole vocabulary from every state of the rule (block_walks' warm-up)."""
+        for state in range(rule.dfa.num_states):
+            self._walk(rule, state, ALL)
+
+    def pin_walks(self) -> None:
+        """Keep every walk so far with the tokenizer, for all mask computers (block_walks)."""
+        self.table.block_walks.update(self._walks)
+
+    def _rule_key(self, rule: Rule) -> tuple[bytes, np.ndarray]:
+        """The content key of the rule's automaton and exit points, and the exit points: states
+        where a call or a return may happen."""
         found = self._rules.get(id(rule))
         if found is None or found[0] is not rule:
             exits = rule.dfa.accept.copy()
             exits[list(rule.calls)] = True
-            content = self._contents.setdefault(rule.dfa.digest() + exits.tobytes(), len(self._contents))
+            content = hashlib.blake2b(rule.dfa.digest() + exits.tobytes(), digest_size=16).digest()
             found = self._rules[id(rule)] = (rule, content, exits)
         return found[1:]
 

@@ -37,6 +37,7 @@ class Tails:
 
 
 ALL = Tails({0: np.zeros(1, np.int64)}, key=b"all")       # every token, from its first byte
+AFTER_FIRST_BYTE = b"after first byte"
 WIDE = 64                   # a state taking more first bytes than this walks ALL by first_byte_split
 
 
@@ -91,9 +92,34 @@ def walk(trie: TokenTrie, num_words: int, trans: np.ndarray, exits: np.ndarray, 
     return Walk(consumed, words, _exits(hits))
 
 
+def reachable_form(trans: np.ndarray, exits: np.ndarray, state: int, limit: int = 512):
+    """The part of the automaton reachable from `state`, renumbered breadth-first from it:
+    (content key, trans, exits, order: new state -> old), or None past `limit` states. Walks from
+    equal forms are equal up to that renumbering, so rules that share a tail (every key string of
+    every object ends in the same way) share its walks."""
+    order, index, i = [state], {state: 0}, 0
+    while i < len(order):
+        row = trans[order[i]]
+        targets = row[row >= 0]
+        _, first = np.unique(targets, return_index=True)
+        for s in targets[np.sort(first)].tolist():
+            if s not in index:
+                index[s] = len(order)
+                order.append(s)
+                if len(order) > limit:
+                    return None
+        i += 1
+    old = np.array(order, np.int64)
+    renumber = np.full(len(trans) + 1, -1, np.int32)          # renumber[-1] stays -1: no transition
+    renumber[old] = np.arange(len(old), dtype=np.int32)
+    form_trans, form_exits = renumber[trans[old]], exits[old]
+    key = hashlib.blake2b(form_trans.tobytes() + form_exits.tobytes(), digest_size=16).digest()
+    return key, form_trans, form_exits, old
+
+
 def after_first_byte(trie: TokenTrie) -> Tails:
     """Every token, from its second byte: the tails first_byte_split shares."""
-    return Tails({1: np.arange(len(trie.levels[1].lo))}, key=b"after first byte")
+    return Tails({1: np.arange(len(trie.levels[1].lo))}, key=AFTER_FIRST_BYTE)
 
 
 def first_byte_split(trie: TokenTrie, num_words: int, trans: np.ndarray, exits: np.ndarray, state: int,

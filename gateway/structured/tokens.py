@@ -24,6 +24,9 @@ def _byte_decoder() -> dict[str, int]:
     return {chr(c): b for b, c in zip(bs, cs)}
 
 
+_TABLES: dict[tuple, "TokenTable"] = {}
+
+
 class TokenTable:
     def __init__(self, token_bytes: list[bytes | None], eos_ids: frozenset[int]):
         self.token_bytes = token_bytes
@@ -40,6 +43,7 @@ class TokenTable:
         for i in np.nonzero(lengths == 1)[0]:
             self.byte_token.setdefault(int(self.matrix[i, 0]), int(i))
         self._trie = None
+        self.block_walks: dict = {}                       # masks' walks of the JSON building blocks (block_walks)
 
     @property
     def trie(self):
@@ -48,6 +52,16 @@ class TokenTable:
             from gateway.structured.token_trie import TokenTrie
             self._trie = TokenTrie(self)
         return self._trie
+
+    @classmethod
+    def shared(cls, hf, vocab_size: int, eos_ids: frozenset[int]) -> "TokenTable":
+        """One table per tokenizer in the process, so its trie and block walks are built once."""
+        key = (hf.name_or_path, type(hf).__name__, len(hf), vocab_size, eos_ids)
+        if key not in _TABLES:
+            if len(_TABLES) >= 4:
+                _TABLES.pop(next(iter(_TABLES)))
+            _TABLES[key] = cls.from_hf(hf, vocab_size, eos_ids)
+        return _TABLES[key]
 
     @classmethod
     def from_hf(cls, hf, vocab_size: int, eos_ids: frozenset[int]) -> "TokenTable":

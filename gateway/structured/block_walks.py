@@ -1,0 +1,32 @@
+"""The JSON building blocks' token walks, computed once per tokenizer and kept with its TokenTable.
+
+Every schema's strings, numbers, literals, formats and free-form values and keys are made of the
+same few automata (json_blocks, json_strings, json_formats), and walks are keyed by automaton
+content, so their walks from every state are worked out here once and shared by every schema,
+request and mask computer of the tokenizer; a schema pays only for what it adds.
+"""
+from __future__ import annotations
+
+import time
+
+from gateway.structured.json_schema import compile_json_schema
+from gateway.structured.json_text import FORMATS
+from gateway.structured.masks import MaskComputer
+from gateway.structured.tokens import TokenTable
+
+BLOCKS = [{"type": "string"}, {"type": "number"}, {"type": "integer"}, {"type": "boolean"}, {"type": "null"},
+          {}, {"type": "object"}, {"type": "array"}, {"type": "object", "properties": {"key": {}}},
+          *({"type": "string", "format": name} for name in sorted(FORMATS))]
+
+
+def warm_blocks(table: TokenTable) -> float:
+    """Fill table.block_walks (once); the seconds it took."""
+    if table.block_walks:
+        return 0.0
+    start = time.perf_counter()
+    masks = MaskComputer(table)
+    for schema in BLOCKS:
+        for rule in compile_json_schema(schema).rules:
+            masks.walk_rule(rule)
+    masks.pin_walks()
+    return time.perf_counter() - start
