@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from transformers import AutoTokenizer
 
+from gateway.structured.block_walks import warm_blocks
 from gateway.structured.json_schema import compile_json_schema
 from gateway.structured.masks import MaskComputer
 from gateway.structured.matcher import Matcher
@@ -54,9 +55,13 @@ def check_along(grammar, text: str, table: TokenTable, every: int) -> int:
 
 @pytest.mark.parametrize("case", range(len(CASES)))
 @pytest.mark.parametrize("separators", [(", ", ": "), (",", ":")])
-def test_json_masks_equal_brute_force(trained_tokenizer_dir, case, separators):
+@pytest.mark.parametrize("blocks", ["cold", "warm"])
+def test_json_masks_equal_brute_force(trained_tokenizer_dir, case, separators, blocks):
+    """Warm: the building blocks' walks, made from other grammars, are reused (block_walks)."""
     hf = AutoTokenizer.from_pretrained(trained_tokenizer_dir)
     table = TokenTable.from_hf(hf, len(hf), frozenset({hf.eos_token_id}))
+    if blocks == "warm":
+        assert warm_blocks(table) > 0 and table.block_walks
     schema, value = CASES[case]
     text = json.dumps(value, separators=separators, ensure_ascii=False)
     assert check_along(compile_json_schema(schema), text, table, every=1) > len(text)
@@ -66,5 +71,6 @@ def test_json_masks_equal_brute_force_on_a_real_vocabulary(qwen3_tokenizer_dir):
     """Qwen3's 151k tokens: long whitespace runs, multi-byte pieces, tokens spanning `", "` and `":`."""
     hf = AutoTokenizer.from_pretrained(qwen3_tokenizer_dir)
     table = TokenTable.from_hf(hf, len(hf), frozenset({hf.eos_token_id}))
+    warm_blocks(table)
     schema, value = CASES[0]
     assert check_along(compile_json_schema(schema), json.dumps(value, ensure_ascii=False), table, every=9) >= 10
