@@ -3,9 +3,10 @@
 For each stack in the matcher's set, the top rule walks every token (token_walk): tokens it reads
 whole are allowed; the tails of tokens that reach a call or a return continue, from the stacks that
 call or return there, as smaller tail sets, and so on down until every tail is read or dead. Walks
-do not depend on the stack, so they are cached per tokenizer and shared by every schema and request;
-what a new stack set costs is the Python that follows its stacks through cached walks, then an OR of
-bitmask words. Whole masks are cached, packed, by stack set.
+do not depend on the stack, so they are cached by content and shared by every schema and request of
+the mask computer (the building blocks' once per tokenizer: block_walks); what a new stack set costs
+is the Python that follows its stacks through cached walks, then an OR of bitmask words. Whole masks
+are cached, packed, by stack set.
 """
 from __future__ import annotations
 

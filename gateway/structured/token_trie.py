@@ -54,9 +54,9 @@ class TokenTrie:
             below = self.levels[d + 1].lo if d < self.depth else np.zeros(0, np.int64)
             level.child_lo = np.searchsorted(below, level.lo, side="left")
             level.child_hi = np.searchsorted(below, level.hi, side="left")
-        self.check(table)
+        self.check()
 
-    def check(self, table: TokenTable) -> None:
+    def check(self) -> None:
         """Every token with bytes ends at exactly one node."""
         assert sum(int(level.ends.sum()) for level in self.levels) == len(self.ids)
         for level in self.levels:
