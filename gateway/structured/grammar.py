@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from gateway.structured.distances import distances_to_accept
+
 
 @dataclass(slots=True)
 class Dfa:
@@ -62,25 +64,10 @@ class Grammar:
 
     def to_accept(self) -> list[np.ndarray]:
         """Per rule and state, the fewest bytes that reach one of the rule's accepting states
-        (callees expanded by their own shortest match); inf where none does. A fixed point over the
-        rules, computed once per grammar."""
+        (callees expanded by their own shortest match); inf where none does. Computed once per
+        grammar (distances)."""
         if self._to_accept is None:
-            inf = np.inf
-            dist = [np.where(r.dfa.accept, 0.0, inf) for r in self.rules]
-            changed = True
-            while changed:
-                changed = False
-                for r, rule in enumerate(self.rules):
-                    trans, d = rule.dfa.trans, dist[r]
-                    via_byte = np.where(trans >= 0, d[np.maximum(trans, 0)] + 1, inf).min(axis=1)
-                    best = np.minimum(d, via_byte)
-                    for state, targets in rule.calls.items():
-                        for callee, ret in targets:
-                            best[state] = min(best[state], dist[callee][0] + best[ret])
-                    if (best < d).any():
-                        dist[r] = best
-                        changed = True
-            self._to_accept = dist
+            self._to_accept = distances_to_accept(self.rules)
         return self._to_accept
 
     def check(self) -> None:

@@ -8,8 +8,8 @@ after the top-level value. A member rule owns the whitespace around its key and 
 exactly one slot; only the empty `{ }` and `[ ]` need their own.
 
 Objects: with at most ANY_ORDER_KEYS declared keys, the declared keys may come in any order, each at
-most once: the state between members is the set of keys seen. With more, declared keys come in
-schema order (each optional one may be left out). Other keys (when the schema allows them) may come
+most once: the state between members is the set of keys seen. With more, or in strict mode, declared
+keys come in schema order (each optional one may be left out). Other keys (when the schema allows them) may come
 anywhere, as often as wanted: each class of other keys (by which patternProperties they match) has
 its own member rule and value schema, and no class's key automaton accepts any encoding of a
 declared key, so a declared key is always checked against its own schema.
@@ -149,10 +149,11 @@ class ObjectShape:
     max_props: int | None = None
     nonempty: bool = False                    # no `{}` (minProperties 1 where counts are not tracked)
     depends: dict[int, set[int]] = field(default_factory=dict)    # present key -> keys it requires
+    ordered: bool = False                     # declared keys in schema order however few (strict mode)
 
     @property
     def any_order(self) -> bool:
-        return len(self.members) <= ANY_ORDER_KEYS
+        return not self.ordered and len(self.members) <= ANY_ORDER_KEYS
 
 
 def object_piece(shape: ObjectShape, max_ws: int) -> tuple[Dfa, Calls]:

@@ -47,7 +47,8 @@ def compile_object(c: Compiler, alt: dict) -> Piece | None:
     members = [c.part(("member", n, values[n]), lambda n=n: member((key_dfa(n), {}), values[n], c.max_ws))
                for n in present]
     shape = ObjectShape(members, {index[r] for r in required}, _others(c, alt, tuple(names), spec),
-                        depends={index[k]: {index[d] for d in v} for k, v in depends.items() if k in index})
+                        depends={index[k]: {index[d] for d in v} for k, v in depends.items() if k in index},
+                        ordered=c.ordered)
     lo, hi = count(alt, "minProperties", 0), count(alt, "maxProperties", None)
     if (hi is not None and hi < max(lo, len(shape.required))) or (not shape.others and lo > len(members)):
         return None

@@ -20,8 +20,9 @@ be too large, never more:
 - strings: lengths and item counts above MAX_COUNT (1024) held to it; no \\u escape of printable
   ASCII, no lone surrogate (json_strings); pattern texts where ECMA and Python's re could disagree
   left out (json_text);
-- objects: with more than ANY_ORDER_KEYS (8) declared keys, those keys in schema order; no
-  duplicate declared key;
+- objects: with more than ANY_ORDER_KEYS (8) declared keys, or in strict mode, those keys in schema
+  order; no duplicate declared key;
+- strict mode (OpenAI's rules): keys in schema order, as OpenAI documents, and no whitespace;
 - enum / const: json.dumps spellings, keys in the value's own order (json_values).
 """
 from __future__ import annotations
@@ -53,11 +54,12 @@ MOOT = {"then", "else", "maxContains", "minContains"}       # no effect without 
 
 
 def compile_json_schema(schema: dict | bool, *, strict: bool = False, max_ws: int = 2) -> Grammar:
-    """The grammar of the JSON texts valid under schema (see the module doc for what is enforced)."""
+    """The grammar of the JSON texts valid under schema (see the module doc for what is enforced).
+    Strict mode, as OpenAI's: keys in schema order, compact separators (no whitespace)."""
     try:
         if strict:
             check_strict(schema)
-        grammar = Compiler(Schemas(schema), max_ws).grammar_of(schema)
+        grammar = Compiler(Schemas(schema), 0 if strict else max_ws, ordered=strict).grammar_of(schema)
     except (TypeError, AttributeError, KeyError, IndexError) as err:     # a keyword's value of the wrong shape
         raise UnsupportedSchema("schema", f"malformed schema ({type(err).__name__}: {err})") from None
     if grammar is None:
@@ -73,8 +75,8 @@ def json_object_grammar(max_ws: int = 2) -> Grammar:
 class Compiler:
     """Rules of one schema's grammar, built on demand and cached by node and by content."""
 
-    def __init__(self, schemas: Schemas, max_ws: int):
-        self.schemas, self.max_ws = schemas, max_ws
+    def __init__(self, schemas: Schemas, max_ws: int, ordered: bool = False):
+        self.schemas, self.max_ws, self.ordered = schemas, max_ws, ordered
         self.rules: list[Rule] = []
         self.escapes = EscapeRules(self._add)
         self._by_node: dict[int, int | None] = {}

@@ -8,6 +8,7 @@ import json
 import pytest
 
 from gateway.structured.json_schema import UnsupportedSchema, compile_json_schema, json_object_grammar
+from gateway.structured.matcher import Matcher
 from tests.structured.test_json_schema import accepts, check_texts, compile_ok
 
 
@@ -199,7 +200,7 @@ def test_strict_mode_follows_openai_rules():
     ok = {"type": "object", "properties": {"a": {"type": "object", "properties": {"b": {"type": "string"}},
                                                  "required": ["b"], "additionalProperties": False}},
           "required": ["a"], "additionalProperties": False}
-    check_texts(ok, ['{"a": {"b": "x"}}', '{"a": {}}'], strict=True)
+    check_texts(ok, ['{"a":{"b":"x"}}', '{"a":{}}'], narrowed=['{"a": {"b": "x"}}'], strict=True)
     with pytest.raises(UnsupportedSchema) as err:
         compile_json_schema({**ok, "additionalProperties": True}, strict=True)
     assert err.value.keyword == "additionalProperties"
@@ -208,3 +209,25 @@ def test_strict_mode_follows_openai_rules():
     assert err.value.keyword == "required"
     with pytest.raises(UnsupportedSchema):
         compile_json_schema({"type": "array"}, strict=True)
+
+
+def test_strict_mode_writes_keys_in_schema_order_so_they_are_forced():
+    """OpenAI documents that strict outputs keep the schema's key order; with no whitespace either,
+    every key and separator is forced (jump-forward emits them without sampling)."""
+    item = {"type": "object", "properties": {"k": {"type": "string"}, "v": {"type": ["number", "null"]}},
+            "required": ["k", "v"], "additionalProperties": False}
+    schema = {"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"},
+                                               "tags": {"type": "array", "items": item}},
+              "required": ["name", "age", "tags"], "additionalProperties": False}
+    check_texts(schema, ['{"name":"Bo","age":3,"tags":[{"k":"x","v":null},{"k":"","v":1.5}]}'],
+                narrowed=['{"age":3,"name":"Bo","tags":[]}', '{"name":"Bo","age":3,"tags":[{"v":1,"k":"x"}]}',
+                          '{"name": "Bo", "age": 3, "tags": []}'], strict=True)
+    check_texts(schema, ['{"age":3,"name":"Bo","tags":[]}', '{"name": "Bo", "age": 3, "tags": []}'])
+    m = Matcher(compile_json_schema(schema, strict=True))
+    forced = []
+    for typed in (b"", b'Bo"', b"3", b",", b"{", b'x"', b"null", b"]"):
+        assert m.advance(typed)
+        forced.append(m.forced())
+        assert m.advance(forced[-1])
+    assert forced == [b'{"name":"', b',"age":', b"", b'"tags":[', b'"k":"', b',"v":', b"}", b"}"]
+    assert m.accepting
