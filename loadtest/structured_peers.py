@@ -139,9 +139,10 @@ class Ours:
         self._masks_held = 0
 
     def reset(self) -> None:
-        """Forget what earlier schemas left: masks and walks, memoised compiles (constraints, regexes,
-        formats) and json_cache's pool of shared automata. Kept: the per-tokenizer table, its trie and
-        the building blocks' walks (block_walks), as llguidance and XGrammar keep their tokenizer state."""
+        """Forget what earlier schemas left: masks and walks, memoised compiles (constraints, regexes)
+        and json_cache's pool of shared automata. Kept, as llguidance and XGrammar keep their
+        tokenizer state: the per-tokenizer table, its trie and the building blocks' walks and
+        automata (block_walks: plain strings, numbers, literals, formats), never a schema's own."""
         from gateway.structured import json_cache
         self.masks = self._MaskComputer(self.table)
         for name, module in list(sys.modules.items()):

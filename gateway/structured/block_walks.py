@@ -3,12 +3,14 @@
 Every schema's strings, numbers, literals, formats and free-form values and keys are made of the
 same few automata (json_blocks, json_strings, json_formats), and walks are keyed by automaton
 content, so their walks from every state are worked out here once and shared by every schema,
-request and mask computer of the tokenizer; a schema pays only for what it adds.
+request and mask computer of the tokenizer; a schema pays only for what it adds. The blocks'
+automata themselves stay pinned in json_cache, so a schema's compile composes them too.
 """
 from __future__ import annotations
 
 import time
 
+from gateway.structured import json_cache
 from gateway.structured.json_schema import compile_json_schema
 from gateway.structured.json_text import FORMATS
 from gateway.structured.masks import MaskComputer
@@ -29,4 +31,5 @@ def warm_blocks(table: TokenTable) -> float:
         for rule in compile_json_schema(schema).rules:
             masks.walk_rule(rule)
     masks.pin_walks()
+    json_cache.pin()
     return time.perf_counter() - start

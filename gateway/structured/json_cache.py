@@ -1,7 +1,9 @@
 """Automata shared across schemas and requests: one least-recently-used pool, bounded by the bytes
 its automata hold (a counted string can be megabytes, a literal a few hundred bytes).
 
-What the pool hands out is read-only: builders copy, nothing writes a cached table.
+What the pool hands out is read-only: builders copy, nothing writes a cached table. The JSON
+building blocks' automata (plain strings, numbers, literals, formats: block_walks compiles them once)
+are pinned: never evicted, kept by clear(), so a schema compiles by composing them.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from gateway.structured.grammar import Dfa
 MAX_BYTES = 256 << 20
 _pool: OrderedDict[tuple, tuple[object, int]] = OrderedDict()
 _held = [0]
+_pinned: dict[tuple, tuple[object, int]] = {}
 
 
 def shared(fn=None, *, key=None):
@@ -25,6 +28,8 @@ def shared(fn=None, *, key=None):
     @functools.wraps(fn)
     def cached(*args):
         name = (fn.__qualname__, key(*args) if key else args)
+        if name in _pinned:
+            return _pinned[name][0]
         if name in _pool:
             _pool.move_to_end(name)
             return _pool[name][0]
@@ -39,8 +44,15 @@ def shared(fn=None, *, key=None):
     return cached
 
 
+def pin() -> None:
+    """Keep every automaton pooled so far for the life of the process (block_walks' building blocks)."""
+    _pinned.update(_pool)
+    _pool.clear()
+    _held[0] = 0
+
+
 def clear() -> None:
-    """Forget every shared automaton (benchmarks start each schema cold)."""
+    """Forget every shared automaton but the pinned ones (benchmarks start each schema cold)."""
     _pool.clear()
     _held[0] = 0
 

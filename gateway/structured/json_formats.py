@@ -9,9 +9,8 @@ format restricts (never widens) what it accepts.
 """
 from __future__ import annotations
 
-from functools import lru_cache
-
 from gateway.structured.grammar import Dfa
+from gateway.structured.json_cache import shared
 from gateway.structured.regex import regex_dfa
 
 _DATE = r"[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
@@ -51,6 +50,6 @@ FORMATS = {
 }
 
 
-@lru_cache(maxsize=None)
+@shared
 def format_dfa(fmt: str) -> Dfa:
     return regex_dfa(FORMATS[fmt])

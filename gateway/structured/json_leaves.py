@@ -12,10 +12,10 @@ import json
 import math
 from decimal import Decimal
 from fractions import Fraction
-from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from gateway.structured.grammar import Dfa, Grammar
+from gateway.structured.json_cache import shared
 from gateway.structured.json_keywords import CONSTRAINING, UnsupportedSchema, json_equal, value_type
 from gateway.structured.json_numbers import BOUNDED_DIGITS, Range, number_dfa
 from gateway.structured.json_strings import json_string
@@ -49,7 +49,7 @@ def enum_piece(c: Compiler, alt: dict, types: list[str]) -> Piece | None:
     return (value_dfa(values, c.max_ws), {}) if values else None
 
 
-@lru_cache(maxsize=None)
+@shared
 def keyword_dfa(kind: str) -> Dfa:
     return literal_dfa("null") if kind == "null" else choice_dfa(["true", "false"])
 

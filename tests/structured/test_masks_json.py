@@ -9,8 +9,11 @@ import numpy as np
 import pytest
 from transformers import AutoTokenizer
 
+from gateway.structured import json_cache
 from gateway.structured.block_walks import warm_blocks
+from gateway.structured.json_formats import format_dfa
 from gateway.structured.json_schema import compile_json_schema
+from gateway.structured.json_text import string_text
 from gateway.structured.masks import MaskComputer
 from gateway.structured.matcher import Matcher
 from gateway.structured.tokens import TokenTable
@@ -74,3 +77,26 @@ def test_json_masks_equal_brute_force_on_a_real_vocabulary(qwen3_tokenizer_dir):
     warm_blocks(table)
     schema, value = CASES[0]
     assert check_along(compile_json_schema(schema), json.dumps(value, ensure_ascii=False), table, every=9) >= 10
+
+
+def test_strict_masks_equal_brute_force(trained_tokenizer_dir):
+    """Strict mode's grammar (schema key order, no whitespace) through the same walks."""
+    hf = AutoTokenizer.from_pretrained(trained_tokenizer_dir)
+    table = TokenTable.from_hf(hf, len(hf), frozenset({hf.eos_token_id}))
+    warm_blocks(table)
+    schema = {"type": "object", "properties": {"kind": {"enum": ["alpha", "alphabet"]}, "n": {"type": "integer"},
+                                               "tags": {"type": "array", "items": {"type": "string"}}},
+              "required": ["kind", "n", "tags"], "additionalProperties": False}
+    text = json.dumps({"kind": "alphabet", "n": -12, "tags": ["x y", ""]}, separators=(",", ":"))
+    assert check_along(compile_json_schema(schema, strict=True), text, table, every=1) > len(text)
+
+
+def test_building_block_automata_outlive_a_cleared_pool(trained_tokenizer_dir):
+    """warm_blocks pins the blocks' automata: json_cache.clear() (the benchmark's per-schema reset)
+    keeps them, so schemas compile by composing them, and drops what a schema added."""
+    hf = AutoTokenizer.from_pretrained(trained_tokenizer_dir)
+    warm_blocks(TokenTable.from_hf(hf, len(hf), frozenset({hf.eos_token_id})))
+    block, own = format_dfa("uuid"), string_text("^[a-z]+$", None, 2, 9)
+    json_cache.clear()
+    assert format_dfa("uuid") is block
+    assert string_text("^[a-z]+$", None, 2, 9) is not own
