@@ -24,10 +24,12 @@ def _extend_kernel(
     GROUP: tl.constexpr, D: tl.constexpr, D_P2: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     HAS_WINDOW: tl.constexpr, DOT_F32: tl.constexpr, PRECISION: tl.constexpr,
 ):
-    b = tl.program_id(0).to(tl.int64)
-    head = tl.program_id(1)
+    # Heads vary fastest in launch order, then tiles of one sequence: programs running side by side
+    # read the same K/V (a kv head's group, a shared prefix), so it comes from L2.
+    head = tl.program_id(0)
+    first = tl.program_id(1) * BLOCK_M
+    b = tl.program_id(2).to(tl.int64)
     kv_head = head // GROUP
-    first = tl.program_id(2) * BLOCK_M
     seq_len = tl.load(SeqLens + b)
     ext = tl.load(ExtendLens + b)
     prefix = seq_len - ext
@@ -119,7 +121,7 @@ def extend_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
     q_starts = (torch.cumsum(extend_lens, 0, dtype=torch.int32) - extend_lens).to(torch.int32)
     d_p2 = max(16, triton.next_power_of_2(dim))
     block_m, block_n, warps = _tiles(d_p2, q.dtype, capability(q.device))
-    _extend_kernel[(batch, heads, triton.cdiv(max_extend, block_m))](
+    _extend_kernel[(heads, triton.cdiv(max_extend, block_m), batch)](
         q, k_cache, v_cache, out, token_table, seq_lens, extend_lens, q_starts,
         scale * LOG2E, window or 0,
         q.stride(0), q.stride(1), out.stride(0), out.stride(1), k_cache.stride(0), k_cache.stride(1),
