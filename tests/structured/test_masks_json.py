@@ -32,6 +32,9 @@ CASES = [
                                        "code": {"type": "string", "pattern": "^[A-Z]{2}-\\d+$", "maxLength": 8}},
       "required": ["kind", "code"], "additionalProperties": False}, {"kind": "alphabet", "code": "AB-12"}),
     (TREE, {"v": 1, "kids": [{"v": 2, "kids": []}, {"v": -5, "kids": [{"v": 3}]}]}),
+    # a counted string longer than the trained vocabulary's longest token (26 bytes)
+    ({"type": "object", "properties": {"s": {"type": "string", "minLength": 3, "maxLength": 60}}, "required": ["s"]},
+     {"s": "abcdefghij klmnopqrstuvwxyz 東京 \"0123456789\" ABCDEFG"}),
 ]
 
 
