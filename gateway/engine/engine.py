@@ -152,6 +152,7 @@ class Engine:
             grammar = tool_grammar(self.tool_format, req.constraint.spec)
         else:
             grammar = compile_constraint(req.constraint)
+        grammar.to_accept()                        # what ending validly costs, here, not in a step
         self.constraints.masks                     # the token table is built once, here, not in a step
         return ids, grammar
 
