@@ -70,7 +70,7 @@ def key_classes(declared: tuple[str, ...], patterns: tuple[str, ...], names: tup
         split = []
         for inside, text in classes:
             split += [(inside + (p,), intersect(text, pattern_dfa(p), "patternProperties")),
-                      (inside, intersect(text, complement(pattern_dfa(p)), "patternProperties"))]
+                      (inside, intersect(text, pattern_complement(p), "patternProperties"))]
         classes = [(inside, text) for inside, text in split if text.accept.any()]
         if len(classes) > MAX_KEY_CLASSES:
             raise UnsupportedSchema("patternProperties", "its patterns overlap in too many ways")
@@ -157,6 +157,12 @@ def _without(disputed: tuple) -> Dfa:
     return to_dfa(star(chars(complement_of(normalize(ranges)))))
 
 
+@shared
+def pattern_complement(pattern: str) -> Dfa:
+    """The texts a pattern matches nowhere in."""
+    return complement(pattern_dfa(pattern))
+
+
 def complement(text: Dfa) -> Dfa:
     """The valid UTF-8 texts that text does not accept."""
     n = text.num_states
@@ -192,10 +198,12 @@ def intersect(a: Dfa, b: Dfa, keyword: str) -> Dfa:
 def _byte_classes(a: Dfa, b: Dfa) -> tuple[np.ndarray, np.ndarray]:
     """Bytes no state of a or b tells apart: (a representative byte per class, class of each byte)."""
     columns = np.ascontiguousarray(np.concatenate([a.trans, b.trans]).T)
-    classes: dict[bytes, int] = {}
-    byte_class = np.array([classes.setdefault(columns[i].tobytes(), len(classes)) for i in range(256)])
-    first = np.array([byte_class.tolist().index(c) for c in range(len(classes))])
-    return first, byte_class
+    _, first, byte_class = np.unique(columns.view(np.dtype((np.void, columns.shape[1] * 4))).ravel(),
+                                     return_index=True, return_inverse=True)
+    order = np.argsort(first)                     # classes numbered by their first byte
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    return first[order], rank[byte_class.ravel()]
 
 
 def trim(dfa: Dfa) -> Dfa:
