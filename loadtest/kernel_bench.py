@@ -101,7 +101,8 @@ def limits() -> tuple[float, float]:
 def bench_decode(shape: Shape, batches: list[int], contexts: list[int], copy_gbs: float, ref_limit: int) -> None:
     from kernels.decode_attention import choose_max_splits, decode_attention, decode_attention_ref
     print(f"\ndecode attention, {shape.name} ({shape.heads}/{shape.kv_heads} heads, dim {shape.dim})")
-    print(f"{'batch':>6} {'context':>8} {'splits':>6} {'us':>10} {'GB/s':>8} {'x copy':>7} {'ref us':>10} {'speedup':>8}")
+    print(f"{'batch':>6} {'context':>8} {'splits':>6} {'us':>10} {'GB/s':>8} {'x copy':>7} {'ref us':>10} "
+          f"{'speedup':>8}")
     scale = shape.dim ** -0.5
     for context in contexts:
         for batch in batches:
@@ -128,7 +129,8 @@ def bench_decode(shape: Shape, batches: list[int], contexts: list[int], copy_gbs
 def bench_extend(shape: Shape, cases: list[tuple[int, int, int]], mm_tflops: float) -> None:
     from kernels.extend_attention import extend_attention, extend_attention_ref
     print(f"\nextend attention, {shape.name}: batch x new tokens on a cached prefix")
-    print(f"{'batch':>6} {'new':>6} {'prefix':>7} {'us':>10} {'TFLOP/s':>8} {'x matmul':>9} {'ref us':>10} {'speedup':>8}")
+    print(f"{'batch':>6} {'new':>6} {'prefix':>7} {'us':>10} {'TFLOP/s':>8} {'x matmul':>9} {'ref us':>10} "
+          f"{'speedup':>8}")
     scale = shape.dim ** -0.5
     for batch, new, prefix in cases:
         length = prefix + new

@@ -41,7 +41,7 @@ def test_sliding_window(device, gen, dtype, window):
     assert_close(out, ref)
 
 
-@pytest.mark.parametrize("max_splits", [1, 4, pytest.param(16, marks=GPU_ONLY), pytest.param(MAX_SPLITS, marks=GPU_ONLY)])
+@pytest.mark.parametrize("max_splits", [1, 4, *(pytest.param(n, marks=GPU_ONLY) for n in (16, MAX_SPLITS))])
 def test_any_split_count_gives_the_same_result(device, gen, max_splits):
     out, ref = run(device, gen, torch.float32, [3, 200, 1500, 64], group=8, dim=64, max_splits=max_splits)
     assert_close(out, ref)
