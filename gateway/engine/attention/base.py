@@ -32,8 +32,8 @@ class AttentionMetadata:
         assert all(0 < e <= s <= token_table.shape[1] for s, e in zip(seq_lens, extend_lens)), \
             "each sequence extends by at least one token and fits its table row"
         device = token_table.device
-        seq = torch.tensor(seq_lens, dtype=torch.int64, device=device)
-        ext = torch.tensor(extend_lens, dtype=torch.int64, device=device)
+        seq = to_device(seq_lens, torch.int64, device)
+        ext = to_device(extend_lens, torch.int64, device)
         rows = torch.arange(len(seq_lens), device=device).repeat_interleave(ext, output_size=sum(extend_lens))
         first_new = (seq - ext).repeat_interleave(ext, output_size=sum(extend_lens))
         offset = torch.arange(sum(extend_lens), device=device) - (ext.cumsum(0) - ext).repeat_interleave(
@@ -48,8 +48,21 @@ class AttentionMetadata:
         )
 
 
+def to_device(values: list[int], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A host list as a device tensor without waiting for the device: a CUDA copy goes from pinned
+    memory asynchronously, in stream order, where a pageable copy would synchronise the stream."""
+    if device.type != "cuda":
+        return torch.tensor(values, dtype=dtype, device=device)
+    return torch.tensor(values, dtype=dtype, pin_memory=True).to(device, non_blocking=True)
+
+
 class AttentionBackend(ABC):
     """Stores new K/V into the pool and attends each new query to its sequence's slots."""
+
+    # A backend that supports graphs reads only the metadata's device tensors in a decode forward and
+    # launches work whose shape depends only on the batch size, so a decode captured once in a CUDA
+    # graph replays correctly for any lengths written into the same tensors (see engine.cuda_graphs).
+    supports_graphs: bool = False
 
     @abstractmethod
     def prepare(self, meta: AttentionMetadata) -> None:
