@@ -40,13 +40,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
                                api_keys_file=args.api_keys_file, max_body_bytes=args.max_body_bytes,
                                requests_per_minute=args.requests_per_minute,
                                tokens_per_minute=args.tokens_per_minute, kv_slots=args.kv_slots,
-                               max_running=args.max_running)
+                               max_running=args.max_running, attention=args.attention,
+                               cuda_graphs=args.cuda_graphs, mem_fraction=args.mem_fraction)
     path = Path(cfg.model) if cfg.model else default_model_dir()
     name = cfg.served_model_name or (path.name if cfg.model else DEFAULT_MODEL_NAME)
     engine = Engine(path, name=name, device=cfg.device, dtype=cfg.dtype, kv_slots=cfg.kv_slots,
-                    max_running=cfg.max_running)
-    log.info("serving %s (%s) from %s on %s in %s", name, engine.runner.cfg.architecture, path,
-             engine.runner.device, engine.runner.dtype)
+                    max_running=cfg.max_running, attention=cfg.attention, cuda_graphs=cfg.cuda_graphs,
+                    mem_fraction=cfg.mem_fraction)
+    runner = engine.runner
+    log.info("serving %s (%s) from %s on %s in %s: %s, decode graphs %s, %d KV slots", name,
+             runner.cfg.architecture, path, runner.device, runner.dtype, type(runner.backend).__name__,
+             runner.graphs.sizes if runner.graphs else "off", runner.pool.num_slots)
     try:
         uvicorn.run(create_app(engine, cfg), host=cfg.host, port=cfg.port, log_level="info")
     finally:
@@ -72,6 +76,12 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--tokens-per-minute", type=int, help="prompt + completion tokens per API key; 0 = unlimited")
     s.add_argument("--kv-slots", type=int, help="KV cache size in tokens (default 16384)")
     s.add_argument("--max-running", type=int, help="most requests decoding at once (default 256)")
+    s.add_argument("--attention", choices=["auto", "triton", "torch"],
+                   help="attention backend (default auto: Triton on a CUDA device when triton imports, else torch)")
+    s.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_const", const=False,
+                   help="run decode steps eagerly instead of replaying CUDA graphs")
+    s.add_argument("--mem-fraction", type=float,
+                   help="share of GPU memory for weights + KV cache; sizes the KV cache instead of --kv-slots")
     s.set_defaults(run=cmd_serve)
 
     m = sub.add_parser("make-model", help="build a random-weight model in Hugging Face layout")

@@ -30,6 +30,9 @@ class ServeConfig:
     tokens_per_minute: int = 0            # prompt + completion tokens per key; 0: unlimited
     kv_slots: int = 16384
     max_running: int = 256
+    attention: str = "auto"               # auto | triton | torch
+    cuda_graphs: bool = True              # replay decode steps from CUDA graphs (CUDA + Triton attention)
+    mem_fraction: float = 0.0             # > 0: weights + KV cache take this share of GPU memory (not kv_slots)
 
     @classmethod
     def from_env(cls, **flags) -> "ServeConfig":
@@ -40,7 +43,8 @@ class ServeConfig:
             if env is not None:
                 default = getattr(cfg, name)
                 setattr(cfg, name, tuple(env.split(",")) if isinstance(default, tuple) else
-                        env if default is None else type(default)(env))
+                        env if default is None else env.lower() in ("1", "true", "yes", "on")
+                        if isinstance(default, bool) else type(default)(env))
             if flags.get(name) is not None:
                 setattr(cfg, name, flags[name])
         return cfg

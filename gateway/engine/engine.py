@@ -43,12 +43,14 @@ class Engine:
     def __init__(self, path: str | Path, *, name: str | None = None, device: str = "auto", dtype: str = "auto",
                  kv_slots: int = 16384, max_running: int = 256, chunk_tokens: int = 2048,
                  max_context: int | None = None, radix: bool = True, debug_checks: bool = False,
-                 max_waiting: int = 4096, jump_forward: bool = True):
+                 max_waiting: int = 4096, jump_forward: bool = True, attention: str = "auto",
+                 cuda_graphs: bool = True, mem_fraction: float = 0.0):
         self.name = name or Path(path).name
         dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                            "cpu" if device == "auto" else device)
         self.tokenizer = Tokenizer.from_dir(path)
-        self.runner = ModelRunner(path, dev, dtype, kv_slots, max_running, max_context)
+        self.runner = ModelRunner(path, dev, dtype, kv_slots, max_running, max_context, attention=attention,
+                                  cuda_graphs=cuda_graphs, mem_fraction=mem_fraction)
         self.cache = RadixCache(self.runner.pool, enabled=radix)
         self.scheduler = Scheduler(self.runner.pool, self.runner.req_pool, self.cache, max_running=max_running,
                                    chunk_tokens=chunk_tokens)

@@ -95,3 +95,19 @@ def _load_whole(param: torch.nn.Parameter, tensor: torch.Tensor) -> None:
     if param.shape != tensor.shape:
         raise CheckpointShapeError(f"has shape {list(tensor.shape)}, expected {list(param.shape)}")
     param.data.copy_(tensor)
+
+
+@torch.inference_mode()
+def fill_random(model: torch.nn.Module, seed: int = 0) -> None:
+    """Random weights drawn on the parameters' own device, scaled as gateway.modelgen writes them (norm
+    weights about 1, biases about 0.1, matrices 1/sqrt(fan-in)): a model of a real shape in seconds,
+    without writing or reading a checkpoint."""
+    params = dict(model.named_parameters())           # a tied head appears once
+    gen = torch.Generator(device=next(iter(params.values())).device).manual_seed(seed)
+    for name, param in params.items():
+        if name.endswith("norm.weight"):
+            param.normal_(1.0, 0.1, generator=gen)
+        elif param.dim() == 1:
+            param.normal_(0.0, 0.1, generator=gen)
+        else:
+            param.normal_(0.0, param.shape[1] ** -0.5, generator=gen)

@@ -1,0 +1,100 @@
+"""Decode steps replayed from CUDA graphs: the model forward and its logits, captured once per batch size.
+
+One set of static buffers, sized for the largest batch, holds a decode's inputs (token ids, positions,
+sequence lengths, the batch's rows of req_to_token, the slots its new K/V goes to) and its logits; every
+graph reads and writes those same buffers. A decode of n sequences replays the graph of the smallest
+captured size >= n. Its rows n..size-1 are padding:
+
+    ids, positions     whatever a previous step left (any valid id and position will do)
+    seq_lens           0: the decode kernel gives them zero output and reads no key
+    out_slots          0: the pool's padding slot, so their K/V lands where nobody reads it
+
+Graphs are captured largest first into one memory pool, so together they take about what the largest
+one needs. Only a backend with `supports_graphs` can be captured (its decode must not read host lists).
+With `capture=False` the same static-buffer forward runs eagerly: how tests check the padding on a CPU.
+"""
+from __future__ import annotations
+
+import torch
+
+from gateway.engine.attention import AttentionBackend, AttentionMetadata
+from gateway.engine.attention.base import to_device
+from gateway.engine.models import DecoderForCausalLM
+
+
+def graph_batch_sizes(max_batch: int) -> list[int]:
+    """1, 2, 4, ... below max_batch, then max_batch itself."""
+    assert max_batch >= 1
+    return [1 << i for i in range(max_batch.bit_length()) if 1 << i < max_batch] + [max_batch]
+
+
+class DecodeGraphs:
+    def __init__(self, model: DecoderForCausalLM, backend: AttentionBackend, req_table: torch.Tensor,
+                 max_batch: int, capture: bool = True):
+        assert backend.supports_graphs, f"{type(backend).__name__} cannot run a captured decode"
+        self.model, self.backend, self.req_table = model, backend, req_table
+        self.device = req_table.device
+        self.sizes = graph_batch_sizes(max_batch)
+        n, dev = self.sizes[-1], self.device
+        self.ids = torch.zeros(n, dtype=torch.int64, device=dev)
+        self.positions = torch.zeros(n, dtype=torch.int64, device=dev)
+        self.seq_lens = torch.zeros(n, dtype=torch.int32, device=dev)
+        self.table = torch.zeros((n, req_table.shape[1]), dtype=torch.int32, device=dev)
+        self.out_slots = torch.zeros(n, dtype=torch.int64, device=dev)
+        self.logits = torch.zeros((n, model.config.vocab_size), dtype=model.lm_head.weight.dtype, device=dev)
+        ones = torch.ones(n, dtype=torch.int32, device=dev)
+        # The host lists are nominal: a graph-capable backend's decode reads only the device tensors.
+        self.metas = {bs: AttentionMetadata(self.seq_lens[:bs], ones[:bs], self.table[:bs], self.out_slots[:bs],
+                                            [1] * bs, [1] * bs) for bs in self.sizes}
+        self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
+        if capture:
+            self._capture()
+
+    @property
+    def max_batch(self) -> int:
+        return self.sizes[-1]
+
+    def size_for(self, n: int) -> int:
+        return next(bs for bs in self.sizes if bs >= n)
+
+    @torch.inference_mode()
+    def run(self, ids: list[int], positions: list[int], seq_lens: list[int], rows: list[int]) -> torch.Tensor:
+        """float32 logits [n, vocab] of a decode: sequence i (row rows[i] of req_to_token, seq_lens[i]
+        tokens including the new one, ids[i] at positions[i]) extends by one token."""
+        n = len(ids)
+        assert 0 < n <= self.max_batch and len(positions) == len(seq_lens) == len(rows) == n
+        bs = self.size_for(n)
+        staged = to_device([ids, positions, seq_lens, rows], torch.int64, self.device)
+        width = max(seq_lens)
+        self.ids[:n] = staged[0]
+        self.positions[:n] = staged[1]
+        self.seq_lens[:n] = staged[2]
+        self.seq_lens[n:bs] = 0
+        self.table[:n, :width] = self.req_table[staged[3], :width]     # columns past a length are never read
+        self.out_slots[:n] = self.req_table[staged[3], staged[2] - 1]
+        self.out_slots[n:bs] = 0
+        if self.graphs:
+            self.graphs[bs].replay()
+        else:
+            self._forward(bs)
+        return self.logits[:n].to(torch.float32, copy=True)      # the buffer is overwritten by the next step
+
+    def _forward(self, bs: int) -> None:
+        self.backend.prepare(self.metas[bs])
+        hidden = self.model(self.ids[:bs], self.positions[:bs])
+        self.logits[:bs] = self.model.compute_logits(hidden)
+
+    @torch.inference_mode()
+    def _capture(self) -> None:
+        assert self.device.type == "cuda", "CUDA graphs need a CUDA device"
+        pool = None
+        for bs in reversed(self.sizes):
+            self._forward(bs)                      # warm-up: compiles this size's kernels outside the capture
+            torch.cuda.synchronize(self.device)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=pool):
+                self._forward(bs)
+            torch.cuda.synchronize(self.device)
+            if pool is None:
+                pool = graph.pool()
+            self.graphs[bs] = graph
