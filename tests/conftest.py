@@ -8,8 +8,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
-from gateway.modelgen.builder import make_model
+# Triton picks its interpreter when a kernel is decorated, so without a CUDA device TRITON_INTERPRET is
+# set here, before any test module imports `kernels` or the engine's Triton backend: kernels then run
+# in the interpreter on the CPU, in every test directory.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+from gateway.modelgen.builder import make_model  # noqa: E402  (after TRITON_INTERPRET)
 from gateway.modelgen.shapes import PRESETS
 from gateway.modelgen.tokenizer_files import TokenizerFetchError, write_tokenizer_files
 

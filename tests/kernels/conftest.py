@@ -1,7 +1,6 @@
-"""Kernel tests run on a CUDA device when there is one, else in Triton's interpreter on small shapes.
-
-The interpreter is chosen when a kernel is decorated, so TRITON_INTERPRET is set here, before any test
-module imports `kernels`. Without triton installed every kernel test skips.
+"""Kernel tests run on a CUDA device when there is one, else in Triton's interpreter on small shapes
+(tests/conftest.py sets TRITON_INTERPRET=1 on machines without CUDA). Without triton installed every
+kernel test skips.
 """
 from __future__ import annotations
 
@@ -11,8 +10,6 @@ import pytest
 import torch
 
 ON_GPU = torch.cuda.is_available()
-if not ON_GPU:
-    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 @pytest.fixture
