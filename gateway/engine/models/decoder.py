@@ -91,8 +91,8 @@ class DecoderModel(nn.Module):
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        cos, sin = self.rotary(positions)
         hidden, residual = self.embed_tokens(input_ids), None
+        cos, sin = (t.to(hidden.dtype) for t in self.rotary(positions))     # cast once, not in every layer
         for layer in self.layers:
             hidden, residual = layer(hidden, residual, cos, sin)
         hidden, _ = self.norm(hidden, residual)
