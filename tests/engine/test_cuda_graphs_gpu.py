@@ -26,8 +26,8 @@ def test_replayed_decode_logits_equal_eager(model_dirs, name, dtype):
                          max_context=256, attention="triton", cuda_graphs=True)
     assert runner.graphs is not None and sorted(runner.graphs.graphs) == [1, 2, 4, 6]
     rng = random.Random(0)
-    prompts = [[rng.randrange(1000) for _ in range(n)] for n in (1, 9, 30, 17, 64)]
-    prompts.append(prompts[2][:20] + [rng.randrange(1000) for _ in range(7)])
+    prompts = [[rng.randrange(1000) for _ in range(n)] for n in (30, 9, 1, 17, 64)]
+    prompts.append(prompts[0][:20] + [rng.randrange(1000) for _ in range(7)])     # a cache hit on the first
     steps = [6, 3, 5, 1, 2, 4, 6, 5]
     rows = start(runner, prompts, shared=20, steps=len(steps))
     lens = [len(p) for p in prompts]

@@ -79,6 +79,7 @@ def start(runner: ModelRunner, prompts: list[list[int]], shared: int, steps: int
     """Rows for the prompts, each with slots for its prompt and `steps` decodes; the last prompt starts
     with the first one's first `shared` tokens and reuses their slots, as a radix-cache hit does. Runs the
     prefill (the last prompt extending over its cached part) and returns the rows."""
+    assert len(prompts[0]) >= shared and prompts[-1][:shared] == prompts[0][:shared]
     table, rows = runner.req_pool.table, []
     for i, p in enumerate(prompts):
         row = runner.req_pool.alloc()
