@@ -71,3 +71,17 @@ def test_random_weights_replace_the_checkpoint(model_dirs):
     drawn.req_pool.table[0, :5] = torch.tensor(slots, dtype=torch.int32)
     logits = drawn.run([1, 2, 3, 4, 5], list(range(5)), [5], [5], [0])
     assert logits.shape == (1, drawn.cfg.vocab_size) and torch.isfinite(logits).all()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_mem_fraction_sizes_the_pool_from_free_memory(model_dirs):
+    free, total = torch.cuda.mem_get_info()
+    share = (total - free + 64 * 2**20) / total             # what is in use now, plus 64 MiB
+    runner = ModelRunner(model_dirs["qwen3"], torch.device("cuda"), "float32", max_running=4, max_context=512,
+                         mem_fraction=share, cuda_graphs=False)
+    cfg = runner.cfg
+    slot = 2 * cfg.num_layers * cfg.num_kv_heads * cfg.head_dim * 4
+    weights = sum(p.numel() * p.element_size() for p in runner.model.parameters())
+    expected = (64 * 2**20 - weights - 2 * 4 * 512 * 4) // slot
+    assert abs(runner.pool.num_slots - expected) <= 0.05 * expected, (runner.pool.num_slots, expected)
