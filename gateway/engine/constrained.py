@@ -52,6 +52,46 @@ class Constraints:
         data = self.masks.table.token_bytes[token]
         assert data is not None and matcher.advance(data), "the sampler chose a token the mask refused"
 
+    def follow(self, matcher: Matcher, token: int, left: int) -> tuple[list[int], bool, bool]:
+        """After sampling `token` with `left` tokens of budget (it included): the tokens to append,
+        whether the output is complete, and whether it was closed early to end validly. The tokens
+        are the sampled one, then any forced stretch (jump-forward), then the shortest valid ending
+        once the budget is nearly spent. Invariant: a valid ending always fits the budget left.
+        A token that would break it (opening an object whose required keys no longer fit) is not
+        appended: the ending from before it is, in its place."""
+        before = matcher.copy()
+        self.advance(matcher, token)
+        if not self._room(matcher, left - 1):
+            ending = self._ending(before, left)
+            if ending is not None:
+                matcher.configs = before.configs
+                assert matcher.advance(b"".join(self.masks.table.token_bytes[t] for t in ending))
+                return ending, self.complete(matcher), True
+        tokens, complete, closed = [token], self.complete(matcher), False
+        if not complete:
+            tokens += self.forced_tokens_for(matcher, left - 1)
+            complete = self.complete(matcher)
+        if not complete:
+            ending = self.closing_tokens(matcher, left - len(tokens))
+            if ending is not None:
+                tokens, closed = tokens + ending, True
+        return tokens, complete, closed
+
+    def _room(self, matcher: Matcher, budget: int) -> bool:
+        """A valid ending fits in `budget` tokens (or none can be found to check)."""
+        cost = matcher.completion_cost()
+        if cost <= budget or cost == np.inf:           # tokens never outnumber bytes
+            return True
+        ending = matcher.shortest_completion()
+        ids = None if ending is None else self._exact_tokens(ending)
+        return ids is None or len(ids) <= budget
+
+    def _ending(self, matcher: Matcher, budget: int) -> list[int] | None:
+        """The tokens of the shortest valid ending, when they fit in `budget`."""
+        ending = matcher.shortest_completion()
+        ids = None if ending is None else self._exact_tokens(ending)
+        return ids if ids is not None and len(ids) <= budget else None
+
     @staticmethod
     def complete(matcher: Matcher) -> bool:
         """Nothing more may follow: the output is finished."""

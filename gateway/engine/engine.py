@@ -282,19 +282,10 @@ class Engine:
     def _append(self, r: Req, token: int, logprob: TokenLogprob | None) -> None:
         tokens, complete, closed = [token], False, False
         if r.matcher is not None and token not in r.stop_ids:
-            self.constraints.advance(r.matcher, token)
-            complete = self.constraints.complete(r.matcher)
-            if not complete:
-                budget = r.max_new_tokens - len(r.output_ids) - 1
-                tokens += self.constraints.forced_tokens_for(r.matcher, budget)
-                complete = self.constraints.complete(r.matcher)
-            if not complete:                 # end validly rather than be cut mid-value by max_tokens
-                ending = self.constraints.closing_tokens(r.matcher, r.max_new_tokens - len(r.output_ids) - len(tokens))
-                if ending is not None:
-                    tokens += ending
-                    closed = True
+            tokens, complete, closed = self.constraints.follow(r.matcher, token, r.max_new_tokens - len(r.output_ids))
         r.output_ids.extend(tokens)
-        logprobs = [logprob] + [TokenLogprob(t, self.tokenizer.decode([t]), 0.0) for t in tokens[1:]] \
+        sampled = [logprob] if tokens[:1] == [token] else []      # else the ending replaced the sampled token
+        logprobs = sampled + [TokenLogprob(t, self.tokenizer.decode([t]), 0.0) for t in tokens[len(sampled):]] \
             if logprob else None
         text, hit = ("", False) if token in r.stop_ids else r.stops.feed(r.detok.push(tokens))
         ended = hit or complete or closed or token in r.stop_ids or len(r.output_ids) >= r.max_new_tokens

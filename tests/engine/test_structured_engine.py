@@ -2,8 +2,10 @@
 forward passes without changing what is valid."""
 from __future__ import annotations
 
+import json
 import re
 
+import jsonschema
 import pytest
 
 from gateway.engine.engine import Engine
@@ -64,6 +66,23 @@ def test_max_tokens_cuts_honestly_and_bad_patterns_are_refused(engine):
     with pytest.raises(InvalidRequest) as err:
         sample(engine, Constraint("regex", r"(a)\1"), 1, "bad")
     assert err.value.param.startswith("regex")
+
+
+def test_a_token_that_leaves_no_room_to_end_validly_is_replaced_by_the_ending(engine):
+    """Strict schema, arrays of objects with many required keys: opening one more item near the end
+    of the budget would need more tokens than are left; the output still ends validly."""
+    item = {"type": "object", "properties": {f"field_{i}": {"type": "string"} for i in range(10)},
+            "required": [f"field_{i}" for i in range(10)], "additionalProperties": False}
+    schema = {"type": "object", "properties": {"rows": {"type": "array", "items": item}}, "required": ["rows"],
+              "additionalProperties": False}
+    constraint = Constraint("json_schema", {"schema": schema, "strict": True})
+    outs = []
+    for budget in (40, 70, 100):
+        outs += sample(engine, constraint, 8, f"room{budget}", max_tokens=budget)
+    for out in outs:
+        jsonschema.validate(json.loads(out["text"][0]), schema)
+        assert out["finish"][0] in ("stop", "length")
+    assert any(o["finish"] == ["length"] for o in outs), "some outputs were closed because the budget ran out"
 
 
 def test_running_out_of_tokens_still_ends_validly(engine):
