@@ -118,7 +118,7 @@ def main() -> None:
     ap.add_argument("--slack", type=int, default=128, help="max_tokens beyond the shortest instance")
     ap.add_argument("--shapes", default="as-written,strict", help="as-written, strict or both")
     ap.add_argument("--schemas", type=Path, default=SCHEMAS, help="a folder of <category>/<name>.json schemas")
-    ap.add_argument("--device", default="cpu", help="cpu | cuda (counts: the device changes the sampled outputs, not what is counted)")
+    ap.add_argument("--device", default="cpu", help="cpu | cuda (it changes the samples, not what is counted)")
     args = ap.parse_args()
     shapes = args.shapes.split(",")
     with tempfile.TemporaryDirectory() as tmp:
