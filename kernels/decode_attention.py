@@ -12,6 +12,7 @@ import torch
 import triton
 import triton.language as tl
 
+from kernels.attention_ref import decode_attention_ref  # noqa: F401  (its reference, beside it)
 from kernels.common import dot_in_f32, dot_precision, num_sms
 
 LOG2E = 1.4426950408889634
@@ -164,23 +165,4 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
         part_o, part_lse, num_splits, out, out.stride(0), out.stride(1),
         D=dim, D_P2=d_p2, MAX_SPLITS=max_splits, num_warps=4,
     )
-    return out
-
-
-def decode_attention_ref(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
-                         token_table: torch.Tensor, seq_lens: torch.Tensor, scale: float,
-                         window: int | None = None) -> torch.Tensor:
-    """The same attention in float32, sequence by sequence; returns float32 [B, H, D]."""
-    batch, heads, dim = q.shape
-    group = heads // k_cache.shape[1]
-    out = torch.zeros((batch, heads, dim), dtype=torch.float32, device=q.device)
-    for b, seq_len in enumerate(seq_lens.tolist()):
-        start = 0 if window is None else max(0, seq_len - window)
-        if seq_len == 0:
-            continue
-        slots = token_table[b, start:seq_len].long()
-        keys = k_cache[slots].float().repeat_interleave(group, dim=1)          # [S, H, D]
-        values = v_cache[slots].float().repeat_interleave(group, dim=1)
-        scores = torch.einsum("hd,shd->hs", q[b].float(), keys) * scale
-        out[b] = torch.einsum("hs,shd->hd", scores.softmax(-1), values)
     return out

@@ -11,6 +11,7 @@ import torch
 import triton
 import triton.language as tl
 
+from kernels.attention_ref import extend_attention_ref  # noqa: F401  (its reference, beside it)
 from kernels.common import capability, dot_in_f32, dot_precision
 
 LOG2E = 1.4426950408889634
@@ -130,27 +131,4 @@ def extend_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
         HAS_WINDOW=window is not None, DOT_F32=dot_in_f32(q.dtype), PRECISION=dot_precision(q.dtype),
         num_warps=warps, num_stages=2,
     )
-    return out
-
-
-def extend_attention_ref(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
-                         token_table: torch.Tensor, seq_lens: torch.Tensor, extend_lens: torch.Tensor,
-                         scale: float, window: int | None = None) -> torch.Tensor:
-    """The same attention in float32, sequence by sequence; returns float32 [tokens, H, D]."""
-    group = q.shape[1] // k_cache.shape[1]
-    out = torch.empty(q.shape, dtype=torch.float32, device=q.device)
-    start = 0
-    for b, (seq_len, ext) in enumerate(zip(seq_lens.tolist(), extend_lens.tolist())):
-        slots = token_table[b, :seq_len].long()
-        keys = k_cache[slots].float().repeat_interleave(group, dim=1)           # [S, H, D]
-        values = v_cache[slots].float().repeat_interleave(group, dim=1)
-        scores = torch.einsum("ehd,shd->hes", q[start:start + ext].float(), keys) * scale
-        q_pos = torch.arange(seq_len - ext, seq_len, device=q.device)[:, None]
-        k_pos = torch.arange(seq_len, device=q.device)[None, :]
-        visible = k_pos <= q_pos
-        if window is not None:
-            visible &= k_pos > q_pos - window
-        scores = scores.masked_fill(~visible, float("-inf"))
-        out[start:start + ext] = torch.einsum("hes,shd->ehd", scores.softmax(-1), values)
-        start += ext
     return out
