@@ -19,6 +19,19 @@ class BackendUnavailable(RuntimeError):
     """The backend cannot take requests now (engine stopped, every upstream down): HTTP 503."""
 
 
+class UpstreamError(RuntimeError):
+    """An upstream API's failure, as the client should see it: HTTP `status` with OpenAI's error fields.
+    `retryable` failures (connect errors, timeouts, 408/409/429/5xx, as the official client retries)
+    may go to another attempt; the rest are the client's own (a 400 stays a 400)."""
+
+    def __init__(self, status: int, message: str, type: str = "server_error", code: str | None = None,
+                 param: str | None = None, retry_after: float | None = None, retryable: bool | None = None):
+        super().__init__(message)
+        self.status, self.message, self.type, self.code, self.param = status, message, type, code, param
+        self.retry_after = retry_after
+        self.retryable = status in (408, 409, 429) or status >= 500 if retryable is None else retryable
+
+
 class Overloaded(RuntimeError):
     """Too much work queued; the client should retry after `retry_after` seconds: HTTP 429."""
 
@@ -88,6 +101,7 @@ class GenerateRequest:
     constraint: Constraint | None = None
     program: list[dict] | None = None
     namespace: str = ""                             # radix-cache tenant: API key or cache_salt
+    model: str | None = None                        # the served model asked for; None: the backend's only one
 
     def __post_init__(self) -> None:
         given = sum(x is not None for x in (self.prompt, self.messages, self.prompt_token_ids))

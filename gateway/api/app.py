@@ -68,12 +68,15 @@ def create_app(backend: Backend, cfg: ServeConfig | None = None) -> Starlette:
     async def chat(request: Request) -> Response:
         req, model, stream, include_usage = parse_chat(await read_json(request), served, api_key(request),
                                                        "chatcmpl-" + uuid.uuid4().hex)
+        req.model = model
         shaper = ChatShaper(model, req.n, req.params.logprobs)
         return await respond(backend.generate(req), shaper, stream, include_usage, finished(request))
 
     async def completions(request: Request) -> Response:
         reqs, model, stream, include_usage, echoes = parse_completion(
             await read_json(request), served, api_key(request), "cmpl-" + uuid.uuid4().hex)
+        for r in reqs:
+            r.model = model
         shaper = CompletionShaper(model, len(reqs) * reqs[0].n, reqs[0].params.logprobs, echoes)
         return await respond(merged(backend, reqs), shaper, stream, include_usage, finished(request))
 

@@ -18,7 +18,8 @@ from starlette.responses import JSONResponse
 
 from gateway.api.errors import ApiError
 from gateway.api.shapes import Shaper
-from gateway.protocol import Backend, BackendUnavailable, Delta, GenerateRequest, InvalidRequest, Overloaded, Usage
+from gateway.protocol import (Backend, BackendUnavailable, Delta, GenerateRequest, InvalidRequest, Overloaded,
+                              UpstreamError, Usage)
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,9 @@ def backend_error(exc: BaseException) -> ApiError:
     if isinstance(exc, Overloaded):
         return ApiError(429, f"The server is overloaded: {exc}", code="overloaded",
                         headers={"Retry-After": str(max(1, round(exc.retry_after)))})
+    if isinstance(exc, UpstreamError):
+        headers = {"Retry-After": str(max(1, round(exc.retry_after)))} if exc.retry_after is not None else None
+        return ApiError(exc.status, exc.message, exc.param, exc.code, headers, exc.type)
     if isinstance(exc, BackendUnavailable):
         return ApiError(503, f"The model backend is unavailable: {exc}", code="backend_unavailable")
     log.error("backend failed: %r", exc)
