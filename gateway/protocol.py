@@ -151,6 +151,8 @@ class Delta:
     finish_reason: str | None = None               # stop | length | abort | tool_calls
     usage: Usage | None = None
     tool_calls: list[ToolCall] | None = None
+    fields: dict[str, str] | None = None           # a program's filled fields by name, on its last Delta
+    upstream_calls: int | None = None              # upstream API calls a program took (None: local engine)
 
 
 @dataclass(frozen=True, slots=True)
