@@ -31,8 +31,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from gateway.api.app import create_app
-    from gateway.engine.engine import Engine
-    from gateway.modelgen.default_model import DEFAULT_MODEL_NAME, default_model_dir
 
     cfg = ServeConfig.from_env(model=args.model, host=args.host, port=args.port, device=args.device,
                                dtype=args.dtype, served_model_name=args.served_model_name,
@@ -41,7 +39,50 @@ def cmd_serve(args: argparse.Namespace) -> int:
                                requests_per_minute=args.requests_per_minute,
                                tokens_per_minute=args.tokens_per_minute, kv_slots=args.kv_slots,
                                max_running=args.max_running, attention=args.attention,
-                               cuda_graphs=args.cuda_graphs, mem_fraction=args.mem_fraction)
+                               cuda_graphs=args.cuda_graphs, mem_fraction=args.mem_fraction,
+                               upstreams_config=args.upstreams_config,
+                               upstreams=tuple(args.upstream) if args.upstream else None,
+                               upstream_models=tuple(args.upstream_model) if args.upstream_model else None,
+                               upstream_api_key_env=args.upstream_key_env, upstream_timeout=args.upstream_timeout,
+                               upstream_json_schema=args.upstream_json_schema,
+                               upstream_extensions=args.upstream_extensions)
+    if cfg.proxies:
+        uvicorn.run(create_app(upstream_backend(cfg), cfg), host=cfg.host, port=cfg.port, log_level="info")
+        return 0
+    engine = local_engine(cfg)
+    try:
+        uvicorn.run(create_app(engine, cfg), host=cfg.host, port=cfg.port, log_level="info")
+    finally:
+        engine.shutdown()
+    return 0
+
+
+def upstream_backend(cfg: ServeConfig):
+    """The Router over the upstreams named by --upstreams-config, or by --upstream and its flags."""
+    import os
+
+    from gateway.spec_api import upstream_router
+    from gateway.spec_api.upstream_config import discover_models, load_pool, pool_from_flags
+    if cfg.upstreams_config and cfg.upstreams:
+        sys.exit("give either --upstreams-config or --upstream, not both")
+    if cfg.upstreams_config:
+        pool = load_pool(cfg.upstreams_config)
+    else:
+        models = list(cfg.upstream_models)
+        if not models:
+            key = os.environ.get(cfg.upstream_api_key_env) if cfg.upstream_api_key_env else None
+            models = discover_models(cfg.upstreams[0], key)
+        pool = pool_from_flags(list(cfg.upstreams), models, cfg.upstream_api_key_env, cfg.upstream_timeout,
+                               cfg.upstream_json_schema, cfg.upstream_extensions)
+    for u in pool.upstreams:
+        log.info("upstream %s at %s serving %s", u.name, u.base_url,
+                 ", ".join(f"{k} -> {v}" if k != v else k for k, v in u.models.items()))
+    return upstream_router(pool)
+
+
+def local_engine(cfg: ServeConfig):
+    from gateway.engine.engine import Engine
+    from gateway.modelgen.default_model import DEFAULT_MODEL_NAME, default_model_dir
     path = Path(cfg.model) if cfg.model else default_model_dir()
     name = cfg.served_model_name or (path.name if cfg.model else DEFAULT_MODEL_NAME)
     engine = Engine(path, name=name, device=cfg.device, dtype=cfg.dtype, kv_slots=cfg.kv_slots,
@@ -51,11 +92,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     log.info("serving %s (%s) from %s on %s in %s: %s, decode graphs %s, %d KV slots", name,
              runner.cfg.architecture, path, runner.device, runner.dtype, type(runner.backend).__name__,
              runner.graphs.sizes if runner.graphs else "off", runner.pool.num_slots)
-    try:
-        uvicorn.run(create_app(engine, cfg), host=cfg.host, port=cfg.port, log_level="info")
-    finally:
-        engine.shutdown()
-    return 0
+    return engine
 
 
 def parser() -> argparse.ArgumentParser:
@@ -82,6 +119,18 @@ def parser() -> argparse.ArgumentParser:
                    help="run decode steps eagerly instead of replaying CUDA graphs")
     s.add_argument("--mem-fraction", type=float,
                    help="share of GPU memory for weights + KV cache; sizes the KV cache instead of --kv-slots")
+    u = s.add_argument_group("upstreams", "serve upstream OpenAI-compatible APIs instead of the local engine")
+    u.add_argument("--upstreams-config", help="YAML or JSON file of upstreams and router settings")
+    u.add_argument("--upstream", action="append", help="an upstream's base URL, e.g. http://host:8000/v1 (repeatable)")
+    u.add_argument("--upstream-model", action="append",
+                   help="a model every --upstream serves: NAME or SERVED=UPSTREAM (repeatable; default: "
+                        "what the first upstream lists at /models)")
+    u.add_argument("--upstream-key-env", help="environment variable holding the upstreams' API key")
+    u.add_argument("--upstream-timeout", type=float, help="seconds to connect and to wait for each part (default 60)")
+    u.add_argument("--upstream-no-json-schema", dest="upstream_json_schema", action="store_const", const=False,
+                   help="the upstreams lack response_format json_schema: instruct, validate and retry here")
+    u.add_argument("--upstream-extensions", action="store_const", const=True,
+                   help="the upstreams are radixgates: pass top_k, regex, choices and other extensions on")
     s.set_defaults(run=cmd_serve)
 
     m = sub.add_parser("make-model", help="build a random-weight model in Hugging Face layout")

@@ -33,6 +33,18 @@ class ServeConfig:
     attention: str = "auto"               # auto | triton | torch
     cuda_graphs: bool = True              # replay decode steps from CUDA graphs (CUDA + Triton attention)
     mem_fraction: float = 0.0             # > 0: weights + KV cache take this share of GPU memory (not kv_slots)
+    # Serving upstream APIs instead of the local engine (gateway/spec_api/upstream_config.py):
+    upstreams_config: str | None = None   # a YAML/JSON file of upstreams and router settings
+    upstreams: tuple[str, ...] = ()       # base URLs, each serving every one of upstream_models
+    upstream_models: tuple[str, ...] = () # NAME or SERVED=UPSTREAM; none: the first upstream's /models
+    upstream_api_key_env: str | None = None   # the environment variable holding the upstreams' key
+    upstream_timeout: float = 60.0        # seconds to connect, and to wait for each part of an answer
+    upstream_json_schema: bool = True     # false: schemas go in as instructions and are validated here
+    upstream_extensions: bool = False     # true when the upstreams are radixgates (top_k, regex, ... pass on)
+
+    @property
+    def proxies(self) -> bool:
+        return bool(self.upstreams or self.upstreams_config)
 
     @classmethod
     def from_env(cls, **flags) -> "ServeConfig":
