@@ -6,6 +6,7 @@ from typing import Any
 from gateway.api.errors import invalid
 from gateway.api.params import (MAX_INT, Body, check_model, constraint, namespace, sampling_params,
                                 stream_options)
+from gateway.api.program import parse_program, refuse_with_program
 from gateway.api.shapes import Shaper, chat_logprobs
 from gateway.protocol import Constraint, Delta, GenerateRequest, ToolCall, Usage
 
@@ -62,9 +63,13 @@ def parse_chat(data: Any, served: set[str], api_key: str, request_id: str) -> tu
         body.refuse(name, f"({what}) is not supported by this server")
     params = sampling_params(body, max_tokens, logprobs, top_logprobs)
     ns = namespace(api_key, body)
+    program = body.get("program", list, None)
+    if program is not None:
+        refuse_with_program(body.data)
+        program = parse_program(program)
     body.check_all_used()
     req = GenerateRequest(request_id, params, messages=messages, n=n, namespace=ns, chat_template_kwargs=kwargs,
-                          constraint=structured, tools=tools)
+                          constraint=structured, tools=tools, program=program)
     return req, model, stream, include_usage
 
 
@@ -138,6 +143,24 @@ def check_message(message: Any, i: int) -> dict:
 
 class ChatShaper(Shaper):
     object_full, object_chunk, id_prefix = "chat.completion", "chat.completion.chunk", "chatcmpl-"
+    program: dict | None = None           # a program's fields, from its last Delta
+
+    def add(self, delta: Delta) -> None:
+        super().add(delta)
+        if delta.fields is not None:
+            self.program = program_object(delta)
+
+    def full(self) -> dict:
+        body = super().full()
+        if self.program is not None:
+            body["program"] = self.program
+        return body
+
+    def chunks(self, delta: Delta, include_usage: bool) -> list[dict]:
+        out = super().chunks(delta, include_usage)
+        if delta.fields is not None and out:
+            out[-1]["program"] = program_object(delta)
+        return out
 
     def choice(self, index: int, text: str, finish: str | None, logprobs: list | None) -> dict:
         message = {"role": "assistant", "content": text, "refusal": None, "annotations": []}
@@ -172,3 +195,11 @@ def usage_object(usage: Usage) -> dict:
             "prompt_tokens_details": {"cached_tokens": usage.cached_tokens, "audio_tokens": 0},
             "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0, "accepted_prediction_tokens": 0,
                                           "rejected_prediction_tokens": 0}}
+
+
+def program_object(delta: Delta) -> dict:
+    """The `program` extension of a response: the filled fields by name (and the upstream calls)."""
+    body: dict = {"fields": dict(delta.fields or {})}
+    if delta.upstream_calls is not None:
+        body["upstream_calls"] = delta.upstream_calls
+    return body

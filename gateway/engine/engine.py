@@ -20,6 +20,7 @@ from typing import TypeVar
 import torch
 
 from gateway.engine.constrained import Constraints
+from gateway.engine.program import run_program
 from gateway.engine.radix_cache import RadixCache
 from gateway.engine.request import Req, ReqGroup
 from gateway.engine.runner import ModelRunner
@@ -88,6 +89,10 @@ class Engine:
         self._inbox.put(lambda: self._abort(request_id))
 
     async def generate(self, req: GenerateRequest) -> AsyncIterator[Delta]:
+        if req.program is not None:
+            async for delta in run_program(self, req):
+                yield delta
+            return
         if not self._thread.is_alive():
             raise BackendUnavailable("the local engine is not running")
         if len(self.scheduler.waiting) >= self.max_waiting:
