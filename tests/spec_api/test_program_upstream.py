@@ -155,3 +155,26 @@ def test_a_backend_runs_a_program_through_its_own_generate():
     assert isinstance(deltas[0].usage, Usage) and deltas[0].usage.prompt_tokens == filler.prompt_tokens
     assert seen[0].model == "m" and seen[0].namespace == "k" and seen[0].params.seed == 3
     assert seen[0].program is None and seen[0].params.temperature == 0.0      # the select asks for greedy
+
+
+@pytest.mark.parametrize("drop_rate, seed, calls", [(0.0, 0, 1), (1.0, 7, 5)])
+def test_through_the_gateway_to_a_fake_upstream(drop_rate, seed, calls):
+    """The official client -> radixgate (UpstreamBackend) -> a fake upstream on loopback."""
+    import openai
+
+    from gateway.api.app import create_app
+    from gateway.spec_api.upstream import UpstreamBackend
+    from gateway.spec_api.upstream_config import UpstreamConfig
+    from loadtest.fake_upstream import FAKE_MODEL, FakeUpstream
+    from loadtest.servers import serve
+
+    filler = FormFiller(VALUES, drop_rate=drop_rate, seed=seed)
+    fake = FakeUpstream(reply=filler.fake_reply)
+    with serve(fake.app) as upstream_url:
+        backend = UpstreamBackend(UpstreamConfig("fake", f"{upstream_url}/v1", {"gpt-test": FAKE_MODEL}))
+        with serve(create_app(backend)) as url, openai.OpenAI(base_url=f"{url}/v1", api_key="sk-test",
+                                                                max_retries=0) as client:
+            r = client.chat.completions.create(model="gpt-test", messages=ASK, extra_body={"program": PROGRAM})
+    assert r.choices[0].message.content == TURN and r.choices[0].finish_reason == "stop"
+    assert r.model_extra["program"] == {"fields": VALUES, "upstream_calls": calls} and fake.calls == calls
+    assert r.usage.prompt_tokens == filler.prompt_tokens and r.usage.completion_tokens == filler.completion_tokens
