@@ -59,7 +59,7 @@ def check_constraints(program: list[dict]) -> list[Constraint | None]:
     return out
 
 
-async def run_program(engine: "Engine", req: GenerateRequest) -> AsyncIterator[Delta]:
+async def run_program(engine: Engine, req: GenerateRequest) -> AsyncIterator[Delta]:
     """The Deltas of one assistant turn filled by `req.program`: text as each segment produces it,
     then a last Delta with the fields by name and the usage summed over the generate calls."""
     program = req.program or []
@@ -110,7 +110,7 @@ def _params(req: GenerateRequest, seg: dict):
                                logprobs=False, top_logprobs=0)
 
 
-def _turn_tokens(engine: "Engine", sub: GenerateRequest, text: str, ids: list[int]) -> list[int]:
+def _turn_tokens(engine: Engine, sub: GenerateRequest, text: str, ids: list[int]) -> list[int]:
     """The ids that continue the prefix with a gen's text: its generated ids without the stop token
     that ended it, cut where a stop string cut the text (the tail re-tokenized if it falls inside a
     token)."""

@@ -21,8 +21,7 @@ from dataclasses import dataclass, field, replace
 from itertools import count
 
 from gateway.protocol import Constraint, Delta, GenerateRequest, InvalidRequest, UpstreamError, Usage
-from gateway.spec_api.turn_form import (field_choices, field_name, field_rules, form_instruction,
-                                        read_form, violation)
+from gateway.spec_api.turn_form import field_choices, field_name, field_rules, form_instruction, read_form, violation
 
 Complete = Callable[..., Awaitable[tuple[str, Usage]]]
 Generate = Callable[[GenerateRequest], AsyncIterator[Delta]]
