@@ -4,7 +4,7 @@ What it answers is a `Reply`, from a pluggable function of the request body (`re
 script of Replies queued for the next requests (`script(...)`, consumed first, in order). A Reply
 can carry latency, an error status (500, 429 with Retry-After, 400 with an OpenAI error body), a
 mid-stream disconnect, a malformed chunk, tool calls and text cut into given pieces. The server
-counts requests and keeps the bodies it received, and how many responses are still open.
+counts requests, keeps the bodies and keys it received, and how many responses are still open.
 
     python -m loadtest.fake_upstream --port 9000       # alone, in its own process (the benchmark)
 """
@@ -41,7 +41,7 @@ class Reply:
     delay: float = 0.0                        # seconds before the response starts
     chunk_delay: float = 0.0                  # seconds between stream chunks
     disconnect_after: int | None = None       # stream: cut the connection after this many chunks
-    malformed: bool = False                   # stream: a chunk that is not JSON, then the rest
+    malformed_after: int | None = None        # stream: a chunk that is not JSON after this many, then the rest
     prompt_tokens: int | None = None          # default: words in the prompt
 
     @classmethod
@@ -67,6 +67,7 @@ class FakeUpstream:
         self.reply, self.model_names = reply, models
         self.scripted: collections.deque[Reply] = collections.deque()
         self.bodies: collections.deque[dict] = collections.deque(maxlen=keep)
+        self.api_keys: collections.deque[str | None] = collections.deque(maxlen=keep)   # Authorization headers
         self.calls = 0
         self.open_responses = 0
 
@@ -97,6 +98,7 @@ class FakeUpstream:
         body = json.loads(await request.body())
         self.calls += 1
         self.bodies.append(body)
+        self.api_keys.append(request.headers.get("authorization"))
         r = self.next_reply(body)
         if r.delay:
             await asyncio.sleep(r.delay)
@@ -121,7 +123,7 @@ class FakeUpstream:
             for k, chunk in enumerate(shape.chunks()):
                 if r.disconnect_after is not None and k == r.disconnect_after:
                     raise Disconnect("scripted mid-stream disconnect")
-                if r.malformed and k == 1:
+                if k == r.malformed_after:
                     yield b'data: {"choices": [{"index": 0, "delta": {"content": "oops"\n\n'
                 if r.chunk_delay and k:
                     await asyncio.sleep(r.chunk_delay)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from hashlib import blake2b
 import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing
@@ -78,9 +79,10 @@ class Router:
 
     # ----- choosing -------------------------------------------------------------------------------
 
-    def prefix_key(self, req: GenerateRequest) -> object:
-        """The prompt's start: system messages and the first other message (a conversation's turns
-        share them), or the first characters / token ids of a text prompt."""
+    def prefix_key(self, req: GenerateRequest) -> bytes:
+        """A digest of the prompt's start: system messages and the first other message (a conversation's
+        turns share them), or the first characters / token ids of a text prompt. Stable across
+        processes, so several gateways in front of the same replicas agree on where a prefix lives."""
         n = self.cfg.affinity_chars
         if req.messages is not None:
             parts = []
@@ -89,10 +91,12 @@ class Router:
                 parts.append(content if isinstance(content, str) else repr(content))
                 if m.get("role") not in ("system", "developer"):
                     break
-            return req.model, "\x00".join(parts)[:n]
-        if req.prompt is not None:
-            return req.model, req.prompt[:n]
-        return req.model, tuple(req.prompt_token_ids[:n // 4])
+            start = "\x00".join(parts)[:n]
+        elif req.prompt is not None:
+            start = req.prompt[:n]
+        else:
+            start = repr(req.prompt_token_ids[:n // 4])
+        return blake2b(f"{req.model}\x00{start}".encode(), digest_size=8).digest()
 
     def pick(self, req: GenerateRequest, tried: dict[str, int], now: float) -> Member | None:
         serving = [m for m in self.members if (req.model is None or req.model in m.models)
@@ -107,7 +111,7 @@ class Router:
         if not self.cfg.affinity:
             return least
         key = self.prefix_key(req)
-        home = max(pool, key=lambda m: hash((key, m.name)))
+        home = max(pool, key=lambda m: blake2b(key + m.name.encode(), digest_size=8).digest())   # rendezvous
         if home.outstanding <= max(2 * least.outstanding, least.outstanding + self.cfg.affinity_slack):
             return home
         return least

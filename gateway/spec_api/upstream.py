@@ -7,11 +7,11 @@ the rest of the proxy together; errors still come from the SDK (status, body, ti
 """
 from __future__ import annotations
 
+import importlib
 import json
 import os
 from collections.abc import AsyncIterator
 
-import httpx
 import openai
 
 from gateway.protocol import Delta, GenerateRequest, InvalidRequest, ModelCard, UpstreamError, Usage
@@ -20,6 +20,10 @@ from gateway.spec_api.speculative import speculative_program
 from gateway.spec_api.translate import ChunkReader, Wire, request_body
 from gateway.spec_api.upstream_config import UpstreamConfig
 
+# The HTTP library under the SDK: httpx, or in newer SDKs its successor httpx2, whose errors and
+# types are its own; the stream's errors must be caught as the ones the SDK's client raises.
+http = importlib.import_module(openai.DefaultAsyncHttpxClient.__mro__[1].__module__.split(".")[0])
+
 
 class UpstreamBackend:
     def __init__(self, cfg: UpstreamConfig, schema_retries: int = 2):
@@ -27,11 +31,11 @@ class UpstreamBackend:
         api_key = os.environ.get(cfg.api_key_env) if cfg.api_key_env else None
         if cfg.api_key_env and not api_key:
             raise ValueError(f"upstream {cfg.name!r}: environment variable {cfg.api_key_env} is not set")
-        timeout = httpx.Timeout(cfg.timeout, connect=min(cfg.timeout, 10.0))
-        http = openai.DefaultAsyncHttpxClient(timeout=timeout, limits=httpx.Limits(
+        timeout = http.Timeout(cfg.timeout, connect=min(cfg.timeout, 10.0))
+        pool = openai.DefaultAsyncHttpxClient(timeout=timeout, limits=http.Limits(
             max_connections=cfg.max_connections, max_keepalive_connections=cfg.max_connections))
         self.client = openai.AsyncOpenAI(base_url=cfg.base_url, api_key=api_key or "none", max_retries=0,
-                                         timeout=timeout, http_client=http)
+                                         timeout=timeout, http_client=pool)
         self.wire = Wire(cfg.extensions, cfg.supports_json_schema)
         self.cards = [ModelCard(served, owned_by=cfg.name) for served in cfg.models]
 
@@ -66,7 +70,7 @@ class UpstreamBackend:
     async def stream(self, req: GenerateRequest, model: str) -> AsyncIterator[Delta]:
         path, body = request_body(req, model, self.wire)
         try:
-            response = await self.client.post(path, cast_to=httpx.Response, body=body, stream=True)
+            response = await self.client.post(path, cast_to=http.Response, body=body, stream=True)
         except openai.APIStatusError as err:
             raise status_error(self.name, err) from None
         except openai.APITimeoutError:
@@ -97,10 +101,10 @@ class UpstreamBackend:
                     raise malformed(self.name, data) from err
                 for d in deltas:
                     yield d
-        except httpx.TimeoutException:
+        except http.TimeoutException:
             raise UpstreamError(504, f"Upstream {self.name!r} timed out while streaming.",
                                 code="upstream_timeout") from None
-        except httpx.HTTPError as err:
+        except http.HTTPError as err:
             raise UpstreamError(502, f"Upstream {self.name!r} broke off the response: {err}",
                                 code="upstream_disconnected") from None
         finally:
@@ -111,7 +115,7 @@ class UpstreamBackend:
         yield Delta(0, usage=reader.usage or Usage())
 
 
-def retry_after(headers: httpx.Headers) -> float | None:
+def retry_after(headers: http.Headers) -> float | None:
     for name, scale in (("retry-after-ms", 1e-3), ("retry-after", 1.0)):
         try:
             return float(headers[name]) * scale
