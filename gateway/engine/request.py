@@ -25,7 +25,7 @@ class ReqGroup:
     """The n choices of one API request; delivers Deltas and sums usage."""
     request_id: str
     prompt_len: int
-    emit: Callable[[Delta], None]            # thread-safe: hands a Delta to the waiting client
+    emit: Callable[[Delta], None]            # engine thread: queues a Delta for the waiting client
     open_choices: int = 1
     usage: Usage = field(default_factory=Usage)
     aborted: bool = False
