@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from gateway.engine.attention import AttentionBackend, AttentionMetadata
-from gateway.engine.attention.base import to_device
+from gateway.engine.transfer import to_device
 from gateway.engine.models import DecoderForCausalLM
 
 

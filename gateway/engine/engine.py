@@ -22,10 +22,11 @@ import torch
 from gateway.engine.constrained import Constraints
 from gateway.engine.program import run_program
 from gateway.engine.radix_cache import RadixCache
+from gateway.engine.outbox import Outbox
 from gateway.engine.request import Req, ReqGroup
 from gateway.engine.runner import ModelRunner
-from gateway.engine.sampler import Sampler, SamplingRow
-from gateway.engine.scheduler import Batch, Scheduler
+from gateway.engine.sampler import SampleOutput, Sampler, SamplingRow
+from gateway.engine.scheduler import Scheduler
 from gateway.engine.stats import StepTimings
 from gateway.engine.stop import StopStrings
 from gateway.engine.tokenizer import Tokenizer
@@ -45,13 +46,13 @@ class Engine:
                  kv_slots: int = 16384, max_running: int = 256, chunk_tokens: int = 2048,
                  max_context: int | None = None, radix: bool = True, debug_checks: bool = False,
                  max_waiting: int = 4096, jump_forward: bool = True, attention: str = "auto",
-                 cuda_graphs: bool = True, mem_fraction: float = 0.0):
+                 cuda_graphs: bool = True, mem_fraction: float = 0.0, random_weights: bool = False):
         self.name = name or Path(path).name
         dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                            "cpu" if device == "auto" else device)
         self.tokenizer = Tokenizer.from_dir(path)
         self.runner = ModelRunner(path, dev, dtype, kv_slots, max_running, max_context, attention=attention,
-                                  cuda_graphs=cuda_graphs, mem_fraction=mem_fraction)
+                                  cuda_graphs=cuda_graphs, mem_fraction=mem_fraction, random_weights=random_weights)
         self.cache = RadixCache(self.runner.pool, enabled=radix)
         self.scheduler = Scheduler(self.runner.pool, self.runner.req_pool, self.cache, max_running=max_running,
                                    chunk_tokens=chunk_tokens)
@@ -64,6 +65,8 @@ class Engine:
         self.prompt_tokens = self.cached_prompt_tokens = 0     # over finished requests, for the hit rate
         self._groups: dict[str, list[Req]] = {}
         self._inbox: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._outbox = Outbox()
+        self._deferred: list[tuple] = []        # (req, sampled token, tokens appended, SampleOutput, row, reason)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="radixgate-engine", daemon=True)
         self._thread.start()
@@ -103,12 +106,7 @@ class Engine:
         loop = asyncio.get_running_loop()
         deltas: asyncio.Queue[Delta | BaseException] = asyncio.Queue()
 
-        def emit(delta: Delta | BaseException) -> None:
-            try:
-                loop.call_soon_threadsafe(deltas.put_nowait, delta)
-            except RuntimeError:                  # the client's event loop is gone: nobody listens
-                self._inbox.put(lambda: self._abort(req.request_id))
-
+        emit = self._outbox.sink(loop, deltas, lambda: self._inbox.put(lambda: self._abort(req.request_id)))
         group = ReqGroup(req.request_id, len(prompt_ids), emit, open_choices=req.n)
         reqs = [self._make_req(req, group, i, prompt_ids, max_new) for i in range(req.n)]
         for r in reqs:
@@ -219,6 +217,7 @@ class Engine:
                 self.scheduler.add(r)
 
     def _abort(self, request_id: str) -> None:
+        self._report_deferred()                      # what it generated before the abort comes first
         for r in self._groups.get(request_id, []):
             if r.finish_reason is None:
                 self.scheduler.finish(r, "abort")
@@ -233,6 +232,7 @@ class Engine:
             except Exception as exc:  # a bug must not take the server down: fail what is in flight
                 log.exception("engine step failed")
                 self._fail_all(exc)
+            self._outbox.flush()
 
     def _drain_inbox(self, block: bool) -> None:
         try:
@@ -244,39 +244,47 @@ class Engine:
             pass
 
     def step(self) -> None:
+        """One forward. While the device runs it, the host reports the previous step's output of the
+        requests whose reports cannot change what is scheduled (`_deferrable`)."""
         t0 = time.perf_counter()
         batch = self.scheduler.schedule()
-        for r in self.scheduler.ended:
-            self._finish(r, r.finish_reason, self._held_text(r)[0])
-        self.scheduler.ended.clear()
+        if self.scheduler.ended:
+            self._report_deferred()                  # a request's Deltas stay in order
+            for r in self.scheduler.ended:
+                self._finish(r, r.finish_reason, self._held_text(r)[0])
+            self.scheduler.ended.clear()
         if batch is None:
+            self._report_deferred()
             return
         if self.debug_checks:
             self.scheduler.check_integrity(pending=batch)
         t1 = time.perf_counter()
         logits = self.runner.forward(batch)
-        sampling = [i for i in range(len(batch.reqs)) if batch.samples(i)]
-        if self.runner.device.type == "cuda":
-            torch.cuda.synchronize()
-        t2 = time.perf_counter()
+        reqs = [r for i, r in enumerate(batch.reqs) if batch.samples(i)]
+        drawn = self._launch_sampling(reqs, logits[[i for i in range(len(batch.reqs)) if batch.samples(i)]]) \
+            if reqs else None
         self.scheduler.commit(batch)
-        if sampling:
-            self._sample(batch, sampling, logits[sampling])
-        if self.debug_checks:
-            self.scheduler.check_integrity()
-        self.timings.add(batch.is_prefill, len(batch.reqs), schedule=t1 - t0, forward=t2 - t1,
-                         finish=time.perf_counter() - t2)
-
-    def _sample(self, batch: Batch, sampling: list[int], logits: torch.Tensor) -> None:
-        reqs = [batch.reqs[i] for i in sampling]
-        rows = [SamplingRow(r.params, r.prompt_ids, r.output_ids, r.generator) for r in reqs]
-        out = self.sampler.sample(logits, rows, self.constraints.bitmask([r.matcher for r in reqs]))
+        t2 = time.perf_counter()
+        self._report_deferred()
+        t3 = time.perf_counter()
+        out = drawn() if drawn is not None else None
+        t4 = time.perf_counter()
         for j, r in enumerate(reqs):
             if batch.is_prefill:
                 self.scheduler.promote(r)
-            self._append(r, out.token_ids[j], self._logprob(out, j, r))
+            self._append(r, out, j)
+        if not self.scheduler.has_work:
+            self._report_deferred()
+        if self.debug_checks:
+            self.scheduler.check_integrity()
+        self.timings.add(batch.is_prefill, len(batch.reqs), schedule=t1 - t0, forward=t2 - t1 + t4 - t3,
+                         finish=t3 - t2 + time.perf_counter() - t4)
 
-    def _logprob(self, out, j: int, r: Req) -> TokenLogprob | None:
+    def _launch_sampling(self, reqs: list[Req], logits: torch.Tensor):
+        rows = [SamplingRow(r.params, r.prompt_ids, r.output_ids, r.generator) for r in reqs]
+        return self.sampler.launch(logits, rows, self.constraints.bitmask([r.matcher for r in reqs]))
+
+    def _logprob(self, out: SampleOutput, j: int, r: Req) -> TokenLogprob | None:
         if not r.params.logprobs:
             return None
         piece = self.tokenizer.decode
@@ -284,33 +292,57 @@ class Engine:
         top = [(t, piece([t]), lp) for t, lp in (out.top_logprobs[j] if out.top_logprobs else [])]
         return TokenLogprob(token, piece([token]), out.logprobs[j], top)
 
-    def _append(self, r: Req, token: int, logprob: TokenLogprob | None) -> None:
+    @staticmethod
+    def _deferrable(r: Req) -> bool:
+        """Whether r's output can be reported a step late: only stop strings and tool calls, found in
+        the text, end a request there; every other ending is known from the token ids."""
+        return not r.stops.stops and r.tool_stream is None
+
+    def _append(self, r: Req, out: SampleOutput, j: int) -> None:
+        """Advance r by its sampled token (or the forced stretch or ending that follows it)."""
+        token = out.token_ids[j]
         tokens, complete, closed = [token], False, False
         if r.matcher is not None and token not in r.stop_ids:
             tokens, complete, closed = self.constraints.follow(r.matcher, token, r.max_new_tokens - len(r.output_ids))
         r.output_ids.extend(tokens)
+        stopped = complete or token in r.stop_ids
+        reason = "stop" if stopped else "length" if closed or len(r.output_ids) >= r.max_new_tokens else None
+        if not self._deferrable(r):
+            self._report(r, token, tokens, self._logprob(out, j, r), reason)
+            return
+        if reason is not None:
+            self.scheduler.finish(r, reason)
+        self._deferred.append((r, token, tokens, out, j, reason))
+
+    def _report_deferred(self) -> None:
+        deferred, self._deferred = self._deferred, []
+        for r, token, tokens, out, j, reason in deferred:
+            self._report(r, token, tokens, self._logprob(out, j, r), reason)
+
+    def _report(self, r: Req, token: int, tokens: list[int], logprob: TokenLogprob | None,
+                reason: str | None) -> None:
+        """Text, logprobs and tool calls of r's new tokens as a Delta; the last one finishes r."""
         sampled = [logprob] if tokens[:1] == [token] else []      # else the ending replaced the sampled token
         logprobs = sampled + [TokenLogprob(t, self.tokenizer.decode([t]), 0.0) for t in tokens[len(sampled):]] \
             if logprob else None
         text, hit = ("", False) if token in r.stop_ids else r.stops.feed(r.detok.push(tokens))
-        ended = hit or complete or closed or token in r.stop_ids or len(r.output_ids) >= r.max_new_tokens
-        reason = None
-        if ended:
-            reason = "stop" if hit or complete or token in r.stop_ids else "length"
-            if not hit:
-                tail, hit = self._held_text(r)
-                text, reason = text + tail, "stop" if hit else reason
+        if hit:
+            reason = "stop"
+        elif reason is not None:
+            tail, hit = self._held_text(r)
+            text, reason = text + tail, "stop" if hit else reason
         calls = None
         if r.tool_stream is not None:
             text, calls = r.tool_stream.feed(text)
-            if ended:
+            if reason is not None:
                 rest, more = r.tool_stream.flush()
                 text, calls = text + rest, calls + more
                 reason = "tool_calls" if r.tool_stream.calls and reason == "stop" else reason
-        if not ended:
+        if reason is None:
             r.group.emit(Delta(r.index, text, tokens, logprobs, tool_calls=calls or None))
             return
-        self.scheduler.finish(r, reason)
+        if r.finish_reason is None:
+            self.scheduler.finish(r, reason)
         self._finish(r, reason, text, tokens, logprobs, calls)
 
     @staticmethod
@@ -337,6 +369,7 @@ class Engine:
         g.emit(Delta(r.index, text, list(tokens), logprobs, reason, usage, calls or None))
 
     def _fail_all(self, exc: Exception) -> None:
+        self._deferred.clear()
         for reqs in list(self._groups.values()):
             for r in reqs:
                 if r.finish_reason is None:

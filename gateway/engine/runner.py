@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from gateway.engine.attention import AttentionBackend, AttentionMetadata, TorchAttention
-from gateway.engine.attention.base import to_device
+from gateway.engine.transfer import to_device
 from gateway.engine.cuda_graphs import DecodeGraphs
 from gateway.engine.kv_pool import KVPool, ReqToTokenPool
 from gateway.engine.models import ModelConfig, build_model, load_model, resolve_dtype

@@ -24,11 +24,12 @@ Per row, in this order; each step is skipped when no row of the batch needs it:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 
+from gateway.engine.transfer import to_device
 from gateway.protocol import InvalidRequest, SamplingParams
 
 _WORD_BITS = 32
@@ -89,10 +90,16 @@ class Sampler:
     def sample(self, logits: torch.Tensor, rows: list[SamplingRow],
                allowed: torch.Tensor | None = None) -> SampleOutput:
         """The next token of each row. logits is used as scratch space and overwritten."""
+        return self.launch(logits, rows, allowed)()
+
+    def launch(self, logits: torch.Tensor, rows: list[SamplingRow],
+               allowed: torch.Tensor | None = None) -> Callable[[], SampleOutput]:
+        """Queue the sampling on the device without waiting for it; calling the result waits and
+        returns what `sample` returns. The rows must not change in between."""
         assert logits.dtype == torch.float32 and tuple(logits.shape) == (len(rows), self.vocab_size), \
             f"logits must be float32 [{len(rows)}, {self.vocab_size}], got {logits.dtype} {list(logits.shape)}"
         if not rows:
-            return SampleOutput([], None, None)
+            return lambda: SampleOutput([], None, None)
         if allowed is not None:
             apply_token_bitmask(logits, allowed)
         self._add_logit_bias(logits, rows)
@@ -105,7 +112,7 @@ class Sampler:
         return self._to_host(tokens, logprobs, rows)
 
     def _column(self, values: list[float]) -> torch.Tensor:
-        return torch.tensor(values, dtype=torch.float32, device=self.device).unsqueeze(1)
+        return to_device(values, torch.float32, self.device).unsqueeze(1)
 
     def _flat_index(self, ids_per_row: list[tuple[int, Sequence[int]]]) -> tuple[torch.Tensor, torch.Tensor]:
         """(row, token) index tensors for every token of every listed row, repeats kept."""
@@ -114,16 +121,14 @@ class Sampler:
         for i, ids in ids_per_row:
             row_idx += [i] * len(ids)
             token_idx += ids
-        return (torch.tensor(row_idx, dtype=torch.long, device=self.device),
-                torch.tensor(token_idx, dtype=torch.long, device=self.device))
+        return to_device(row_idx, torch.long, self.device), to_device(token_idx, torch.long, self.device)
 
     def _add_logit_bias(self, logits: torch.Tensor, rows: list[SamplingRow]) -> None:
         biased = [(i, r.params.logit_bias) for i, r in enumerate(rows) if r.params.logit_bias]
         if not biased:
             return
         row_idx, token_idx = self._flat_index([(i, list(bias)) for i, bias in biased])
-        values = torch.tensor([b for _, bias in biased for b in bias.values()],
-                              dtype=torch.float32, device=self.device)
+        values = to_device([b for _, bias in biased for b in bias.values()], torch.float32, self.device)
         logits.index_put_((row_idx, token_idx), values, accumulate=True)
 
     def _apply_repetition_penalty(self, logits: torch.Tensor, rows: list[SamplingRow]) -> None:
@@ -132,7 +137,7 @@ class Sampler:
         if not penalised:
             return
         seen = torch.zeros_like(logits, dtype=torch.bool)
-        seen.index_put_(self._flat_index(penalised), torch.tensor(True, device=self.device))
+        seen.index_put_(self._flat_index(penalised), torch.ones((), dtype=torch.bool, device=self.device))
         penalty = self._column([r.params.repetition_penalty for r in rows])
         scaled = torch.where(logits > 0, logits / penalty, logits * penalty)
         logits.copy_(torch.where(seen, scaled, logits))
@@ -169,12 +174,12 @@ class Sampler:
         tokens = logits.softmax(dim=1).div_(noise).argmax(dim=1)
         if greedy_tokens is None:
             return tokens
-        return torch.where(torch.tensor(greedy, device=self.device), greedy_tokens, tokens)
+        return torch.where(to_device(greedy, torch.bool, self.device), greedy_tokens, tokens)
 
     def _truncate(self, logits: torch.Tensor, top_k: list[int], top_p: list[float]) -> None:
         """top_k, then top_p over what it kept, with one sort: each becomes a per-row logit cutoff."""
         descending = logits.sort(dim=1, descending=True).values
-        k_index = torch.tensor(top_k, dtype=torch.long, device=self.device).unsqueeze(1) - 1
+        k_index = to_device(top_k, torch.long, self.device).unsqueeze(1) - 1
         cutoff = descending.gather(1, k_index)
         if any(p < 1 for p in top_p):
             probs = descending.masked_fill(descending < cutoff, -math.inf).softmax(dim=1)
@@ -204,8 +209,9 @@ class Sampler:
         return noise
 
     def _to_host(self, tokens: torch.Tensor, logprobs: torch.Tensor | None,
-                 rows: list[SamplingRow]) -> SampleOutput:
-        """Everything the engine needs, in one device-to-host copy (float64 holds ids exactly)."""
+                 rows: list[SamplingRow]) -> Callable[[], SampleOutput]:
+        """Everything the engine needs, in one device-to-host copy (float64 holds ids exactly), started
+        now; the returned function waits for it and unpacks it."""
         batch = len(rows)
         parts = [tokens.to(torch.float64)]
         k = min(max(r.params.top_logprobs for r in rows), self.vocab_size)
@@ -214,9 +220,24 @@ class Sampler:
             if k:
                 top = logprobs.topk(k, dim=1)
                 parts += [top.indices.to(torch.float64).flatten(), top.values.to(torch.float64).flatten()]
-        host = torch.cat(parts).tolist()
+        packed = torch.cat(parts)
+        if packed.device.type == "cuda":
+            staged = torch.empty(packed.shape, dtype=packed.dtype, pin_memory=True)
+            staged.copy_(packed, non_blocking=True)
+            done = torch.cuda.Event()
+            done.record()
+        else:
+            staged, done = packed, None
+        return lambda: self._unpack(staged, done, batch, k, logprobs is not None, rows)
+
+    @staticmethod
+    def _unpack(staged: torch.Tensor, done, batch: int, k: int, with_logprobs: bool,
+                rows: list[SamplingRow]) -> SampleOutput:
+        if done is not None:
+            done.synchronize()
+        host = staged.tolist()
         token_ids = [int(t) for t in host[:batch]]
-        if logprobs is None:
+        if not with_logprobs:
             return SampleOutput(token_ids, None, None)
         chosen = host[batch:2 * batch]
         top_ids, top_values = host[2 * batch:2 * batch + batch * k], host[2 * batch + batch * k:]

@@ -18,6 +18,7 @@ import torch
 from gateway.engine.kv_pool import KVPool, ReqToTokenPool
 from gateway.engine.radix_cache import RadixCache
 from gateway.engine.request import Req
+from gateway.engine.transfer import to_device
 
 
 @dataclass(slots=True)
@@ -69,7 +70,9 @@ class Scheduler:
             batch.reqs.append(r)
             batch.extend_lens.append(ext)
             budget -= ext
-        for r in self._admission_order():
+        admitting = budget > 0 and len(self.prefilling) + len(self.running) < self.max_running \
+            and self.req_pool.available > 0
+        for r in self._admission_order() if admitting else ():   # ordering matches prefixes: not for nothing
             if budget <= 0 or len(self.prefilling) + len(self.running) >= self.max_running:
                 break
             ext = self._admit(r, budget)
@@ -133,9 +136,9 @@ class Scheduler:
         slots = self.pool.alloc(len(reqs))
         assert slots is not None, "availability was ensured above"
         table = self.req_pool.table
-        rows = torch.tensor([r.row for r in reqs], device=table.device)
-        cols = torch.tensor([r.kv_len for r in reqs], device=table.device)
-        table[rows, cols] = torch.tensor(slots, dtype=torch.int32, device=table.device)
+        rows = to_device([r.row for r in reqs], torch.int64, table.device)
+        cols = to_device([r.kv_len for r in reqs], torch.int64, table.device)
+        table[rows, cols] = to_device(slots, torch.int32, table.device)
         return Batch(reqs, exts, False)
 
     def _extend_row(self, r: Req, n: int) -> bool:

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
+from gateway.engine.transfer import to_device
+
 
 @dataclass(slots=True)
 class AttentionMetadata:
@@ -46,14 +48,6 @@ class AttentionMetadata:
             seq_lens_cpu=list(seq_lens),
             extend_lens_cpu=list(extend_lens),
         )
-
-
-def to_device(values: list[int], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """A host list as a device tensor without waiting for the device: a CUDA copy goes from pinned
-    memory asynchronously, in stream order, where a pageable copy would synchronise the stream."""
-    if device.type != "cuda":
-        return torch.tensor(values, dtype=dtype, device=device)
-    return torch.tensor(values, dtype=dtype, pin_memory=True).to(device, non_blocking=True)
 
 
 class AttentionBackend(ABC):

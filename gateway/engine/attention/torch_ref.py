@@ -5,8 +5,6 @@ the slot indirection the radix cache relies on.
 """
 from __future__ import annotations
 
-import torch
-
 from gateway.engine.attention.base import AttentionBackend, AttentionMetadata
 from gateway.engine.kv_pool import KVPool
 from kernels.attention_ref import extend_attention_ref

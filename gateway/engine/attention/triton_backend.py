@@ -7,8 +7,6 @@ host and a captured decode stays valid for any lengths: `supports_graphs`.
 """
 from __future__ import annotations
 
-import torch
-
 from gateway.engine.attention.base import AttentionBackend, AttentionMetadata
 from gateway.engine.kv_pool import KVPool
 from kernels.decode_attention import decode_attention
