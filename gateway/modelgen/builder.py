@@ -120,8 +120,9 @@ def save_weights(tensors, dest: Path, shards: int, total_bytes: int) -> None:
 
 
 def make_model(shape: ModelShape, dest: str | Path, dtype: str = "float32", seed: int = 0,
-               tokenizer: str = "auto", shards: int = 1) -> Path:
-    """Write the model into `dest` (built in a temporary sibling, then renamed into place)."""
+               tokenizer: str = "auto", shards: int = 1, weights: bool = True) -> Path:
+    """Write the model into `dest` (built in a temporary sibling, then renamed into place). Without
+    `weights`, only config and tokenizer files: for runners that draw random weights on the device."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
@@ -135,9 +136,9 @@ def make_model(shape: ModelShape, dest: str | Path, dtype: str = "float32", seed
         (tmp / "config.json").write_text(json.dumps(cfg, indent=2))
         gen_cfg = {**tokens, "do_sample": False}
         (tmp / "generation_config.json").write_text(json.dumps(gen_cfg, indent=2))
-        tensor_dtype = DTYPE_NAMES[dtype]
-        tensors = list(checkpoint_tensors(shape, vocab_size, tensor_dtype, seed))
-        save_weights(tensors, tmp, shards, sum(t.numel() * t.element_size() for _, t in tensors))
+        if weights:
+            tensors = list(checkpoint_tensors(shape, vocab_size, DTYPE_NAMES[dtype], seed))
+            save_weights(tensors, tmp, shards, sum(t.numel() * t.element_size() for _, t in tensors))
         if dest.exists():
             shutil.rmtree(dest)
         tmp.rename(dest)
