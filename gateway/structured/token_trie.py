@@ -55,6 +55,15 @@ class TokenTrie:
             level.child_lo = np.searchsorted(below, level.lo, side="left")
             level.child_hi = np.searchsorted(below, level.hi, side="left")
         self.check()
+        self._flat = None
+
+    @property
+    def flat(self):
+        """The levels end to end, as the C walk reads them (walk_native), built on first use."""
+        if self._flat is None:
+            from gateway.structured.walk_native import FlatTrie
+            self._flat = FlatTrie(self)
+        return self._flat
 
     def check(self) -> None:
         """Every token with bytes ends at exactly one node."""

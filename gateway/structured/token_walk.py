@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from gateway.structured.token_trie import TokenTrie, runs
+from gateway.structured.walk_native import walk_native
 
 PACK_ABOVE = 512            # consumed sets larger than this are kept as bitmask words, ready to OR
 
@@ -56,7 +57,18 @@ def pack_ids(ids: np.ndarray, num_words: int) -> np.ndarray:
 
 def walk(trie: TokenTrie, num_words: int, trans: np.ndarray, exits: np.ndarray, state: int, tails: Tails) -> Walk:
     """Run the tails from `state`; consumption and exit points count from the first byte read on
-    (the caller's stack set already holds every move possible before a byte is read)."""
+    (the caller's stack set already holds every move possible before a byte is read). In C where
+    it builds (walk_native), else walk_reference."""
+    found = walk_native(trie.flat, trans, exits, state, tails.roots)
+    if found is None:
+        return walk_reference(trie, num_words, trans, exits, state, tails)
+    consumed, *hits = found
+    return Walk(consumed, pack_ids(consumed, num_words) if len(consumed) > PACK_ABOVE else None, _exits(*hits))
+
+
+def walk_reference(trie: TokenTrie, num_words: int, trans: np.ndarray, exits: np.ndarray, state: int,
+                   tails: Tails) -> Walk:
+    """walk, breadth-first in numpy: a trie level per step."""
     levels = trie.levels
     empty = np.zeros(0, np.int64)
     nodes, states = empty, empty
@@ -73,7 +85,7 @@ def walk(trie: TokenTrie, num_words: int, trans: np.ndarray, exits: np.ndarray, 
                 ends_n.append(n_end[has])
             at = exits[states]
             if at.any():
-                hits.append((d, nodes[at], states[at]))
+                hits.append((np.full(int(at.sum()), d), nodes[at], states[at]))
         root = tails.roots.get(d)
         if root is not None:
             nodes = np.concatenate([nodes, root])
@@ -89,7 +101,7 @@ def walk(trie: TokenTrie, num_words: int, trans: np.ndarray, exits: np.ndarray, 
         d += 1
     consumed = trie.tokens(np.concatenate(ends_lo), np.concatenate(ends_n)) if ends_lo else empty
     words = pack_ids(consumed, num_words) if len(consumed) > PACK_ABOVE else None
-    return Walk(consumed, words, _exits(hits))
+    return Walk(consumed, words, _exits(*_joined(hits)))
 
 
 def reachable_form(trans: np.ndarray, exits: np.ndarray, state: int, limit: int = 512):
@@ -136,7 +148,7 @@ def first_byte_split(trie: TokenTrie, num_words: int, trans: np.ndarray, exits: 
     single = alive[level.ends[alive] > 0]
     consumed = [trie.tokens(level.lo[single], level.ends[single])]
     at_exit = exits[nxt[alive]]
-    hits = [(1, alive[at_exit], nxt[alive][at_exit])]
+    hits = [(np.ones(int(at_exit.sum()), np.int64), alive[at_exit], nxt[alive][at_exit])]
     roots: dict[int, dict[int, list[np.ndarray]]] = {}
     shared = after_first_byte(trie)
     for t in np.unique(nxt[alive]):
@@ -154,21 +166,30 @@ def first_byte_split(trie: TokenTrie, num_words: int, trans: np.ndarray, exits: 
                 roots.setdefault(e, {}).setdefault(d, []).append(nodes)
     for e, depths in roots.items():
         for d, parts in depths.items():
-            hits.append((d, np.concatenate(parts), np.full(sum(map(len, parts)), e, np.int64)))
+            n = sum(map(len, parts))
+            hits.append((np.full(n, d), np.concatenate(parts), np.full(n, e, np.int64)))
     ids = np.concatenate(consumed)
-    return Walk(ids, pack_ids(ids, num_words) if len(ids) > PACK_ABOVE else None, _exits(hits))
+    return Walk(ids, pack_ids(ids, num_words) if len(ids) > PACK_ABOVE else None, _exits(*_joined(hits)))
 
 
-def _exits(hits: list) -> list[tuple[int, Tails]]:
-    """Group the exit hits by state: per state, the nodes reached there, by depth."""
-    by_state: dict[int, dict[int, list[np.ndarray]]] = {}
-    for depth, nodes, states in hits:
-        order = np.argsort(states, kind="stable")
-        nodes, states = nodes[order], states[order]
-        cuts = np.flatnonzero(np.diff(states)) + 1
-        for group, where in zip(np.split(nodes, cuts), np.split(states, cuts)):
-            if not len(group):
-                continue
-            by_state.setdefault(int(where[0]), {}).setdefault(depth, []).append(group)
-    return [(state, Tails({d: np.sort(np.concatenate(parts)) for d, parts in depths.items()}))
-            for state, depths in by_state.items()]
+def _joined(hits: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    if not hits:
+        empty = np.zeros(0, np.int64)
+        return empty, empty, empty
+    return tuple(np.concatenate(part) for part in zip(*hits))
+
+
+def _exits(depths: np.ndarray, nodes: np.ndarray, states: np.ndarray) -> list[tuple[int, Tails]]:
+    """Group the exit hits (node reached at depth in state) by state: per state, the nodes
+    reached there, by depth, sorted."""
+    if not len(nodes):
+        return []
+    order = np.lexsort((nodes, depths, states))
+    depths, nodes, states = depths[order], nodes[order], states[order]
+    cuts = np.flatnonzero((np.diff(states) != 0) | (np.diff(depths) != 0)) + 1
+    starts = np.concatenate([[0], cuts]).tolist()
+    ends = [*starts[1:], len(nodes)]
+    out: dict[int, dict[int, np.ndarray]] = {}
+    for a, b in zip(starts, ends):
+        out.setdefault(int(states[a]), {})[int(depths[a])] = nodes[a:b]
+    return [(state, Tails(roots)) for state, roots in out.items()]

@@ -1,0 +1,176 @@
+"""token_walk.walk in C: the same walk depth-first over the trie, built at first use with the
+system C compiler and loaded through ctypes. The numpy walk stays as its reference (tests compare
+the two) and as the fallback where no compiler is found.
+
+Why C: a walk visits up to the whole trie (275k nodes for Llama 3 through a string body) and most
+masks need a few fresh walks of a few hundred nodes; numpy pays ~20 calls per trie level whatever
+the number of nodes, so small walks cost ~0.3 ms and wide ones ~15 ms. Here a node costs a few ns.
+
+Invariants the C side relies on (checked by TokenTrie.check and Dfa.check): children of a node are
+a contiguous run of the next level, transitions are -1 or a state of the same automaton.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+import numpy as np
+
+SOURCE = r"""
+#include <stdint.h>
+
+/* Depth-first from every root: (global node, depth, state) on an explicit stack. A node reached
+   by a byte records its tokens (those ending there) and, at an exit state, a hit. Returns 0, or
+   -1 when an output buffer would overflow (overlapping roots: the caller falls back). */
+int64_t walk(const int32_t *trans, const uint8_t *exits, int32_t start, int32_t max_depth,
+             const int64_t *level_off, const int64_t *child_lo, const int64_t *child_hi,
+             const int32_t *byte, const int64_t *lo, const int64_t *ends, const int64_t *ids,
+             const int64_t *roots, const int32_t *root_depth, int64_t n_roots,
+             int64_t *stack_node, int32_t *stack_depth, int32_t *stack_state, int64_t stack_cap,
+             int64_t *consumed, int64_t consumed_cap, int64_t *n_consumed,
+             int64_t *hit_node, int32_t *hit_depth, int32_t *hit_state, int64_t hit_cap, int64_t *n_hits)
+{
+    int64_t top = 0, nc = 0, nh = 0;
+    for (int64_t r = 0; r < n_roots; r++) {
+        if (top >= stack_cap) return -1;
+        stack_node[top] = roots[r]; stack_depth[top] = root_depth[r]; stack_state[top] = start; top++;
+    }
+    while (top > 0) {
+        top--;
+        int64_t node = stack_node[top];
+        int32_t d = stack_depth[top], s = stack_state[top];
+        if (d >= max_depth) continue;
+        const int32_t *row = trans + (int64_t)s * 256;
+        int64_t base = level_off[d + 1];
+        for (int64_t c = base + child_lo[node]; c < base + child_hi[node]; c++) {
+            int32_t t = row[byte[c]];
+            if (t < 0) continue;
+            int64_t e = ends[c];
+            if (e > 0) {
+                if (nc + e > consumed_cap) return -1;
+                for (int64_t k = 0; k < e; k++) consumed[nc++] = ids[lo[c] + k];
+            }
+            if (exits[t]) {
+                if (nh >= hit_cap) return -1;
+                hit_node[nh] = c - base; hit_depth[nh] = d + 1; hit_state[nh] = t; nh++;
+            }
+            if (top >= stack_cap) return -1;
+            stack_node[top] = c; stack_depth[top] = d + 1; stack_state[top] = t; top++;
+        }
+    }
+    *n_consumed = nc; *n_hits = nh;
+    return 0;
+}
+"""
+
+_PTR = ctypes.c_void_p
+
+
+def _build() -> ctypes.CDLL | None:
+    """The compiled walk, cached per source and Python build; None when no C compiler works."""
+    tag = hashlib.blake2b(SOURCE.encode() + sys.version.encode(), digest_size=8).hexdigest()
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "radixgate"
+    lib = cache / f"token_walk_{tag}.so"
+    if not lib.exists():
+        try:
+            cache.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=cache) as tmp:
+                src, out = Path(tmp) / "walk.c", Path(tmp) / "walk.so"
+                src.write_text(SOURCE)
+                subprocess.run([os.environ.get("CC", "cc"), "-O2", "-shared", "-fPIC", "-o", str(out), str(src)],
+                               check=True, capture_output=True, timeout=60)
+                os.replace(out, lib)             # atomic: processes building at once all load a whole file
+        except (OSError, subprocess.SubprocessError):
+            return None
+    try:
+        dll = ctypes.CDLL(str(lib))
+    except OSError:
+        return None
+    dll.walk.restype = ctypes.c_int64
+    i64 = ctypes.c_int64
+    dll.walk.argtypes = [_PTR, _PTR, ctypes.c_int32, ctypes.c_int32, *[_PTR] * 7, _PTR, _PTR, i64, _PTR, _PTR, _PTR, i64,
+                         _PTR, i64, _PTR, _PTR, _PTR, _PTR, i64, _PTR]
+    return dll
+
+
+_dll: list = []
+
+
+def native() -> ctypes.CDLL | None:
+    if not _dll:
+        _dll.append(None if os.environ.get("RADIXGATE_NUMPY_WALK") else _build())
+    return _dll[0]
+
+
+class FlatTrie:
+    """A TokenTrie's levels laid end to end (global node = level offset + node), as the C walk
+    reads them, with the walk's buffers (one set per thread: masks may be computed off the step loop)."""
+
+    def __init__(self, trie):
+        levels = trie.levels
+        self.level_off = np.concatenate([[0], np.cumsum([len(l.lo) for l in levels])]).astype(np.int64)
+        cat = lambda name, dtype: np.ascontiguousarray(np.concatenate([getattr(l, name) for l in levels]), dtype)
+        self.child_lo, self.child_hi = cat("child_lo", np.int64), cat("child_hi", np.int64)
+        self.byte, self.lo, self.ends = cat("byte", np.int32), cat("lo", np.int64), cat("ends", np.int64)
+        self.ids = np.ascontiguousarray(trie.ids, np.int64)
+        self.depth = trie.depth
+        self.num_nodes = int(self.level_off[-1])
+        self.arrays = [a.ctypes.data for a in (self.level_off, self.child_lo, self.child_hi, self.byte, self.lo,
+                                               self.ends, self.ids)]
+        self._local = threading.local()
+
+    def buffers(self) -> "_Buffers":
+        found = getattr(self._local, "buffers", None)
+        if found is None:
+            found = self._local.buffers = _Buffers(self.num_nodes, len(self.ids))
+        return found
+
+
+class _Buffers:
+    """Output and stack space of one walk: the stack and the hits hold at most a visit per node
+    (roots that do not overlap), the consumed tokens at most each token once."""
+
+    def __init__(self, num_nodes: int, num_tokens: int):
+        self.cap = num_nodes + 1
+        self.stack = [np.empty(self.cap, np.int64), np.empty(self.cap, np.int32), np.empty(self.cap, np.int32)]
+        self.hits = [np.empty(self.cap, np.int64), np.empty(self.cap, np.int32), np.empty(self.cap, np.int32)]
+        self.consumed = np.empty(num_tokens, np.int64)
+        self.counts = np.zeros(2, np.int64)
+        self.pointers = [a.ctypes.data for a in self.stack]
+
+
+def walk_native(flat: FlatTrie, trans: np.ndarray, exits: np.ndarray, state: int, roots: dict[int, np.ndarray]):
+    """(consumed token ids, then the exit hits as depths, nodes, states) as token_walk.walk finds
+    them, or None when the native walk is unavailable or the roots overlap past its buffers."""
+    dll = native()
+    if dll is None:
+        return None
+    if len(roots) == 1:
+        (d, nodes), = roots.items()
+        root_nodes, root_depth = nodes + flat.level_off[d], np.full(len(nodes), d, np.int32)
+    else:
+        depths = sorted(roots)
+        root_nodes = np.concatenate([roots[d] + flat.level_off[d] for d in depths])
+        root_depth = np.concatenate([np.full(len(roots[d]), d, np.int32) for d in depths])
+    root_nodes = np.ascontiguousarray(root_nodes, np.int64)
+    buf = flat.buffers()
+    if len(root_nodes) >= buf.cap:
+        return None
+    trans = np.ascontiguousarray(trans, np.int32)
+    exits = np.ascontiguousarray(exits, np.bool_)
+    counts = buf.counts.ctypes.data
+    rc = dll.walk(trans.ctypes.data, exits.ctypes.data, state, flat.depth, *flat.arrays,
+                  root_nodes.ctypes.data, root_depth.ctypes.data, len(root_nodes), *buf.pointers, buf.cap,
+                  buf.consumed.ctypes.data, len(buf.consumed), counts,
+                  buf.hits[0].ctypes.data, buf.hits[1].ctypes.data, buf.hits[2].ctypes.data, buf.cap, counts + 8)
+    if rc != 0:
+        return None
+    nc, k = buf.counts.tolist()
+    return (buf.consumed[:nc].copy(), buf.hits[1][:k].astype(np.int64), buf.hits[0][:k].copy(),
+            buf.hits[2][:k].astype(np.int64))
