@@ -1,28 +1,21 @@
-"""One upstream OpenAI-compatible API as a Backend, over an `openai.AsyncOpenAI` client.
+"""One upstream OpenAI-compatible API as a Backend.
 
-Every call streams (with usage) so Deltas pass on chunk by chunk. The client's own retries are off:
-the Router decides what to try again, from the UpstreamError raised here. The raw response lines
-are read instead of the SDK's typed stream objects, since building those costs more per chunk than
-the rest of the proxy together; errors still come from the SDK (status, body, timeouts).
+Every call streams (with usage) so Deltas pass on chunk by chunk. Nothing is retried here: the Router
+decides what to try again, from the UpstreamError raised here. Requests go out through http1.Origin,
+a keep-alive HTTP/1.1 client several times cheaper per call than the openai SDK (see http1.py); the
+request and the stream are OpenAI's wire format, as the SDK would send and read them.
 """
 from __future__ import annotations
 
-import importlib
 import json
 import os
 from collections.abc import AsyncIterator
 
-import openai
-
 from gateway.protocol import Delta, GenerateRequest, InvalidRequest, ModelCard, UpstreamError, Usage
+from gateway.spec_api.http1 import Origin, Timeout, Unreachable
 from gateway.spec_api.schema_guard import guarded, needs_guard
-from gateway.spec_api.speculative import speculative_program
 from gateway.spec_api.translate import ChunkReader, Wire, request_body
 from gateway.spec_api.upstream_config import UpstreamConfig
-
-# The HTTP library under the SDK: httpx, or in newer SDKs its successor httpx2, whose errors and
-# types are its own; the stream's errors must be caught as the ones the SDK's client raises.
-http = importlib.import_module(openai.DefaultAsyncHttpxClient.__mro__[1].__module__.split(".")[0])
 
 
 class UpstreamBackend:
@@ -31,11 +24,8 @@ class UpstreamBackend:
         api_key = os.environ.get(cfg.api_key_env) if cfg.api_key_env else None
         if cfg.api_key_env and not api_key:
             raise ValueError(f"upstream {cfg.name!r}: environment variable {cfg.api_key_env} is not set")
-        timeout = http.Timeout(cfg.timeout, connect=min(cfg.timeout, 10.0))
-        pool = openai.DefaultAsyncHttpxClient(timeout=timeout, limits=http.Limits(
-            max_connections=cfg.max_connections, max_keepalive_connections=cfg.max_connections))
-        self.client = openai.AsyncOpenAI(base_url=cfg.base_url, api_key=api_key or "none", max_retries=0,
-                                         timeout=timeout, http_client=pool)
+        self.origin = Origin(cfg.base_url, {"Authorization": f"Bearer {api_key}"} if api_key else {},
+                             cfg.timeout, connect_timeout=min(cfg.timeout, 10.0))
         self.wire = Wire(cfg.extensions, cfg.supports_json_schema)
         self.cards = [ModelCard(served, owned_by=cfg.name) for served in cfg.models]
 
@@ -46,10 +36,10 @@ class UpstreamBackend:
         return {"status": "ok"}
 
     async def abort(self, request_id: str) -> None:
-        """Nothing to do: a cancelled generate() closes its upstream response, which ends the call there."""
+        """Nothing to do: a cancelled generate() drops its upstream connection, which ends the call there."""
 
     async def close(self) -> None:
-        await self.client.close()
+        await self.origin.close()
 
     def upstream_model(self, served: str | None) -> str:
         models = self.cfg.models
@@ -60,8 +50,6 @@ class UpstreamBackend:
         return models[served]
 
     def generate(self, req: GenerateRequest) -> AsyncIterator[Delta]:
-        if req.program is not None:           # one call for the whole turn, fields falling back one by one
-            return speculative_program(self.generate, req)
         model = self.upstream_model(req.model)
         if needs_guard(req, self.wire):
             return guarded(self.stream, req, model, self.schema_retries)
@@ -69,24 +57,19 @@ class UpstreamBackend:
 
     async def stream(self, req: GenerateRequest, model: str) -> AsyncIterator[Delta]:
         path, body = request_body(req, model, self.wire)
+        reader, done = ChunkReader(req.messages is not None), False
+        answer = None
         try:
-            response = await self.client.post(path, cast_to=http.Response, body=body, stream=True)
-        except openai.APIStatusError as err:
-            raise status_error(self.name, err) from None
-        except openai.APITimeoutError:
-            raise UpstreamError(504, f"Upstream {self.name!r} timed out.", code="upstream_timeout") from None
-        except openai.APIConnectionError as err:
-            raise UpstreamError(502, f"Upstream {self.name!r} could not be reached: {err.__cause__ or err}",
-                                code="upstream_unreachable") from None
-        reader, done = ChunkReader(body.get("messages") is not None), False
-        try:
-            async for line in response.aiter_lines():
-                if not line.startswith("data:"):
-                    continue
+            answer = await self.origin.post(path, json.dumps(body, ensure_ascii=False).encode())
+            if answer.status != 200:
+                raise status_error(self.name, answer.status, await answer.body(), answer.headers)
+            async for line in answer.lines():
+                if done or not line.startswith(b"data:"):
+                    continue                        # read to the end, so the connection is kept
                 data = line[5:].strip()
-                if data == "[DONE]":
+                if data == b"[DONE]":
                     done = True
-                    break
+                    continue
                 try:
                     chunk = json.loads(data)
                 except ValueError:
@@ -97,25 +80,26 @@ class UpstreamBackend:
                     raise error_event(self.name, chunk["error"])
                 try:
                     deltas = reader.deltas(chunk)
-                except (AttributeError, KeyError, TypeError) as err:
+                except (AttributeError, KeyError, TypeError, IndexError) as err:
                     raise malformed(self.name, data) from err
                 for d in deltas:
                     yield d
-        except http.TimeoutException:
-            raise UpstreamError(504, f"Upstream {self.name!r} timed out while streaming.",
-                                code="upstream_timeout") from None
-        except http.HTTPError as err:
-            raise UpstreamError(502, f"Upstream {self.name!r} broke off the response: {err}",
-                                code="upstream_disconnected") from None
+        except Timeout:
+            raise UpstreamError(504, f"Upstream {self.name!r} timed out.", code="upstream_timeout") from None
+        except Unreachable as err:
+            code, what = ("upstream_disconnected", "broke off the response") if answer else \
+                ("upstream_unreachable", "could not be reached")
+            raise UpstreamError(502, f"Upstream {self.name!r} {what}: {err}", code=code) from None
         finally:
-            await response.aclose()
+            if answer is not None:
+                answer.close()
         if not done:
             raise UpstreamError(502, f"Upstream {self.name!r} ended the response before it was complete.",
                                 code="upstream_disconnected")
         yield Delta(0, usage=reader.usage or Usage())
 
 
-def retry_after(headers: http.Headers) -> float | None:
+def retry_after(headers: dict[str, str]) -> float | None:
     for name, scale in (("retry-after-ms", 1e-3), ("retry-after", 1.0)):
         try:
             return float(headers[name]) * scale
@@ -124,18 +108,25 @@ def retry_after(headers: http.Headers) -> float | None:
     return None
 
 
-def status_error(name: str, err: openai.APIStatusError) -> UpstreamError:
+def status_error(name: str, status: int, raw: bytes, headers: dict[str, str]) -> UpstreamError:
     """A 4xx is the client's: the same status and error body. 5xx becomes a gateway error naming the upstream."""
-    status, body = err.status_code, err.body if isinstance(err.body, dict) else {}
-    message = body.get("message") if isinstance(body.get("message"), str) else err.message
+    try:
+        body = json.loads(raw)
+        error = body.get("error", body) if isinstance(body, dict) else {}
+    except ValueError:
+        error = {}
+    error = error if isinstance(error, dict) else {"message": str(error)}
+    message = error.get("message") if isinstance(error.get("message"), str) else \
+        raw[:300].decode("utf-8", "replace") or f"HTTP {status}"
     if status < 500:
-        kind = body.get("type") if isinstance(body.get("type"), str) else (
+        kind = error.get("type") if isinstance(error.get("type"), str) else (
             "rate_limit_exceeded" if status == 429 else "invalid_request_error")
-        return UpstreamError(status, message, kind, body.get("code"), body.get("param"),
-                             retry_after(err.response.headers))
+        code, param = error.get("code"), error.get("param")
+        return UpstreamError(status, message, kind, code if isinstance(code, (str, type(None))) else str(code),
+                             param if isinstance(param, (str, type(None))) else None, retry_after(headers))
     gateway_status = status if status in (503, 504) else 502
     return UpstreamError(gateway_status, f"Upstream {name!r} answered {status}: {message}", "server_error",
-                         "upstream_error", retry_after=retry_after(err.response.headers) if status == 503 else None)
+                         "upstream_error", retry_after=retry_after(headers) if status == 503 else None)
 
 
 def error_event(name: str, error: object) -> UpstreamError:
@@ -144,6 +135,6 @@ def error_event(name: str, error: object) -> UpstreamError:
                          code="upstream_error")
 
 
-def malformed(name: str, data: str) -> UpstreamError:
-    return UpstreamError(502, f"Upstream {name!r} sent a malformed stream chunk: {data[:200]!r}",
+def malformed(name: str, data: bytes) -> UpstreamError:
+    return UpstreamError(502, f"Upstream {name!r} sent a malformed stream chunk: {data[:200].decode('utf-8', 'replace')!r}",
                          code="upstream_malformed")

@@ -33,12 +33,7 @@ def dead_url() -> str:
 
 
 def busy_connections(router: Router) -> int:
-    busy = 0
-    for m in router.members:
-        pool = getattr(getattr(getattr(m.backend, "client", None), "_client", None), "_transport", None)
-        for conn in getattr(getattr(pool, "_pool", None), "connections", []):
-            busy += not (conn.is_idle() or conn.is_closed())
-    return busy
+    return sum(m.backend.origin.in_use for m in router.members)
 
 
 def settled(router: Router, fakes: list[FakeUpstream], timeout: float = 3.0) -> None:
