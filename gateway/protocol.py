@@ -102,6 +102,8 @@ class GenerateRequest:
     program: list[dict] | None = None
     namespace: str = ""                             # radix-cache tenant: API key or cache_salt
     model: str | None = None                        # the served model asked for; None: the backend's only one
+    stream: bool = True                             # False: the client takes the answer whole, so a backend may
+                                                    # produce it in one piece (an upstream: one non-streamed call)
 
     def __post_init__(self) -> None:
         given = sum(x is not None for x in (self.prompt, self.messages, self.prompt_token_ids))

@@ -40,8 +40,8 @@ class Reply:
     retry_after: float | None = None          # sent as Retry-After with an error status
     delay: float = 0.0                        # seconds before the response starts
     chunk_delay: float = 0.0                  # seconds between stream chunks
-    disconnect_after: int | None = None       # stream: cut the connection after this many chunks
-    malformed_after: int | None = None        # stream: a chunk that is not JSON after this many, then the rest
+    disconnect_after: int | None = None       # cut the connection after this many chunks (whole: half the body)
+    malformed_after: int | None = None        # a chunk that is not JSON after this many (whole: half the body)
     prompt_tokens: int | None = None          # default: words in the prompt
 
     @classmethod
@@ -114,8 +114,21 @@ class FakeUpstream:
                                            "code": "model_not_found"}}, 404)
         shape = Shape(body, r, chat)
         if not body.get("stream"):
-            return JSONResponse(shape.whole())
+            whole = json.dumps(shape.whole()).encode()
+            if r.malformed_after is not None:                  # a body cut short, sent as if whole
+                return Response(whole[:len(whole) // 2], media_type="application/json")
+            if r.disconnect_after is not None:
+                return StreamingResponse(self.cut(whole), media_type="application/json")
+            return Response(whole, media_type="application/json")
         return StreamingResponse(self.events(shape, r), media_type="text/event-stream")
+
+    async def cut(self, whole: bytes):
+        self.open_responses += 1
+        try:
+            yield whole[:len(whole) // 2]
+            raise Disconnect("scripted disconnect mid-body")
+        finally:
+            self.open_responses -= 1
 
     async def events(self, shape: "Shape", r: Reply):
         self.open_responses += 1
@@ -191,8 +204,19 @@ class Shape:
             out["usage"] = None
         return out
 
+    def whole_logprobs(self) -> dict | None:
+        parts = [self.logprobs(p) for p in self.r.pieces]
+        if not parts or parts[0] is None:
+            return None
+        if self.chat:
+            return {"content": [e for p in parts for e in p["content"]], "refusal": None}
+        offsets = [sum(len(q) for q in self.r.pieces[:k]) for k in range(len(parts))]
+        return {"tokens": list(self.r.pieces), "token_logprobs": [p["token_logprobs"][0] for p in parts],
+                "top_logprobs": [p["top_logprobs"][0] for p in parts], "text_offset": offsets}
+
     def whole(self) -> dict:
         text = "".join(self.r.pieces)
+        logprobs = self.whole_logprobs()
         choices = []
         for i in range(self.n):
             if self.chat:
@@ -200,10 +224,10 @@ class Shape:
                 if self.r.tool_calls:
                     message["tool_calls"] = [{"id": f"call_{k}", "type": "function", "function": c}
                                              for k, c in enumerate(self.r.tool_calls)]
-                choices.append({"index": i, "message": message, "logprobs": None,
+                choices.append({"index": i, "message": message, "logprobs": logprobs,
                                 "finish_reason": self.r.finish_reason})
             else:
-                choices.append({"index": i, "text": text, "logprobs": None, "finish_reason": self.r.finish_reason})
+                choices.append({"index": i, "text": text, "logprobs": logprobs, "finish_reason": self.r.finish_reason})
         return {**self.envelope(choices, whole=True), "usage": self.usage}
 
 

@@ -68,7 +68,7 @@ def create_app(backend: Backend, cfg: ServeConfig | None = None) -> Starlette:
     async def chat(request: Request) -> Response:
         req, model, stream, include_usage = parse_chat(await read_json(request), served, api_key(request),
                                                        "chatcmpl-" + uuid.uuid4().hex)
-        req.model = model
+        req.model, req.stream = model, stream
         shaper = ChatShaper(model, req.n, req.params.logprobs)
         return await respond(backend.generate(req), shaper, stream, include_usage, finished(request))
 
@@ -76,7 +76,7 @@ def create_app(backend: Backend, cfg: ServeConfig | None = None) -> Starlette:
         reqs, model, stream, include_usage, echoes = parse_completion(
             await read_json(request), served, api_key(request), "cmpl-" + uuid.uuid4().hex)
         for r in reqs:
-            r.model = model
+            r.model, r.stream = model, stream
         shaper = CompletionShaper(model, len(reqs) * reqs[0].n, reqs[0].params.logprobs, echoes)
         return await respond(merged(backend, reqs), shaper, stream, include_usage, finished(request))
 

@@ -24,11 +24,13 @@ class Wire:
     json_schema: bool = True          # response_format json_schema
 
 
-def request_body(req: GenerateRequest, model: str, wire: Wire) -> tuple[str, dict]:
-    """(the path under the upstream's base URL, the JSON body) for a streamed call."""
+def request_body(req: GenerateRequest, model: str, wire: Wire, stream: bool) -> tuple[str, dict]:
+    """(the path under the upstream's base URL, the JSON body); streamed calls ask for usage too."""
     p = req.params
     chat = req.messages is not None
-    body: dict = {"model": model, "stream": True, "stream_options": {"include_usage": True}}
+    body: dict = {"model": model}
+    if stream:
+        body["stream"], body["stream_options"] = True, {"include_usage": True}
     if chat:
         body["messages"] = req.messages
     else:
@@ -103,6 +105,47 @@ def constrain(body: dict, req: GenerateRequest, wire: Wire, chat: bool) -> None:
 
 # ----- the stream back -----------------------------------------------------------------------------
 
+def usage_of(usage: dict | None) -> Usage | None:
+    if not usage:
+        return None
+    details = usage.get("prompt_tokens_details") or {}
+    return Usage(usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0,
+                 details.get("cached_tokens") or 0)
+
+
+def chat_logprobs(lp: dict | None) -> list[TokenLogprob] | None:
+    if not lp:
+        return None
+    return [TokenLogprob(0, e["token"], e["logprob"], [(0, t["token"], t["logprob"]) for t in e.get("top_logprobs") or ()])
+            for e in lp.get("content") or ()]
+
+
+def text_logprobs(lp: dict | None) -> list[TokenLogprob] | None:
+    if not lp:
+        return None
+    tops = lp.get("top_logprobs") or [None] * len(lp["tokens"])
+    return [TokenLogprob(0, tok, value, [(0, t, v) for t, v in (top or {}).items()])
+            for tok, value, top in zip(lp["tokens"], lp["token_logprobs"], tops)]
+
+
+def whole_deltas(response: dict, chat: bool) -> list[Delta]:
+    """A non-streamed response as one Delta per choice, then one carrying the usage."""
+    out = []
+    for choice in response["choices"]:
+        i = choice.get("index", 0)
+        if chat:
+            message = choice.get("message") or {}
+            calls = [ToolCall(k, c.get("id") or "", c["function"]["name"], c["function"].get("arguments") or "")
+                     for k, c in enumerate(message.get("tool_calls") or ())] or None
+            out.append(Delta(i, message.get("content") or "", [], chat_logprobs(choice.get("logprobs")),
+                             choice.get("finish_reason"), None, calls))
+        else:
+            out.append(Delta(i, choice.get("text") or "", [], text_logprobs(choice.get("logprobs")),
+                             choice.get("finish_reason")))
+    out.append(Delta(0, usage=usage_of(response.get("usage")) or Usage()))
+    return out
+
+
 class ChunkReader:
     """Turns one upstream stream's chunks (chat or completions) into Deltas. Tool-call fragments are
     joined per choice and handed on whole, with the choice's finish reason, as ToolCall says."""
@@ -113,11 +156,7 @@ class ChunkReader:
         self.usage: Usage | None = None
 
     def deltas(self, chunk: dict) -> list[Delta]:
-        usage = chunk.get("usage")
-        if usage:
-            details = usage.get("prompt_tokens_details") or {}
-            self.usage = Usage(usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0),
-                               details.get("cached_tokens") or 0)
+        self.usage = usage_of(chunk.get("usage")) or self.usage
         out = []
         for choice in chunk.get("choices") or ():
             d = self.chat_delta(choice) if self.chat else self.text_delta(choice)
@@ -138,17 +177,8 @@ class ChunkReader:
         calls = None
         if finish and i in self.calls:
             calls = [ToolCall(k, cid, name, args) for k, (cid, name, args) in sorted(self.calls.pop(i).items())]
-        lp = choice.get("logprobs")
-        logprobs = [TokenLogprob(0, e["token"], e["logprob"], [(0, t["token"], t["logprob"])
-                                                               for t in e.get("top_logprobs") or ()])
-                    for e in lp.get("content") or ()] if lp else None
-        return Delta(i, delta.get("content") or "", [], logprobs, finish, None, calls)
+        return Delta(i, delta.get("content") or "", [], chat_logprobs(choice.get("logprobs")), finish, None, calls)
 
     def text_delta(self, choice: dict) -> Delta:
-        lp = choice.get("logprobs")
-        logprobs = None
-        if lp:
-            tops = lp.get("top_logprobs") or [None] * len(lp["tokens"])
-            logprobs = [TokenLogprob(0, tok, value, [(0, t, v) for t, v in (top or {}).items()])
-                        for tok, value, top in zip(lp["tokens"], lp["token_logprobs"], tops)]
-        return Delta(choice.get("index", 0), choice.get("text") or "", [], logprobs, choice.get("finish_reason"))
+        return Delta(choice.get("index", 0), choice.get("text") or "", [], text_logprobs(choice.get("logprobs")),
+                     choice.get("finish_reason"))

@@ -1,21 +1,26 @@
 """One upstream OpenAI-compatible API as a Backend.
 
-Every call streams (with usage) so Deltas pass on chunk by chunk. Nothing is retried here: the Router
-decides what to try again, from the UpstreamError raised here. Requests go out through http1.Origin,
-a keep-alive HTTP/1.1 client several times cheaper per call than the openai SDK (see http1.py); the
-request and the stream are OpenAI's wire format, as the SDK would send and read them.
+A client that streams gets a streamed call (with usage), its Deltas passed on chunk by chunk; one that
+takes the answer whole gets one non-streamed call: one read, and retryable wherever it fails. Nothing
+is retried here: the Router decides what to try again, from the UpstreamError raised here. Requests go
+out through http1.Origin, a keep-alive HTTP/1.1 client several times cheaper per call than the openai
+SDK (see http1.py), in OpenAI's wire format, as the SDK would send and read them.
 """
 from __future__ import annotations
 
 import json
 import os
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from gateway.protocol import Delta, GenerateRequest, InvalidRequest, ModelCard, UpstreamError, Usage
-from gateway.spec_api.http1 import Origin, Timeout, Unreachable
+from gateway.spec_api.http1 import Exchange, Origin, Timeout, Unreachable
 from gateway.spec_api.schema_guard import guarded, needs_guard
-from gateway.spec_api.translate import ChunkReader, Wire, request_body
+from gateway.spec_api.translate import ChunkReader, Wire, request_body, whole_deltas
 from gateway.spec_api.upstream_config import UpstreamConfig
+
+
+MAX_BODY = 64 << 20          # a larger non-streamed answer is cut, and so fails to parse: a clean 502
 
 
 class UpstreamBackend:
@@ -52,17 +57,42 @@ class UpstreamBackend:
     def generate(self, req: GenerateRequest) -> AsyncIterator[Delta]:
         model = self.upstream_model(req.model)
         if needs_guard(req, self.wire):
-            return guarded(self.stream, req, model, self.schema_retries)
-        return self.stream(req, model)
+            return guarded(self.whole, req, model, self.schema_retries)
+        return self.stream(req, model) if req.stream else self.whole(req, model)
 
-    async def stream(self, req: GenerateRequest, model: str) -> AsyncIterator[Delta]:
-        path, body = request_body(req, model, self.wire)
-        reader, done = ChunkReader(req.messages is not None), False
+    @asynccontextmanager
+    async def call(self, req: GenerateRequest, model: str, stream: bool) -> AsyncIterator[Exchange]:
+        """The upstream's answer, started with a 200; every failure as the UpstreamError the Router judges."""
+        path, body = request_body(req, model, self.wire, stream)
         answer = None
         try:
             answer = await self.origin.post(path, json.dumps(body, ensure_ascii=False).encode())
             if answer.status != 200:
                 raise status_error(self.name, answer.status, await answer.body(), answer.headers)
+            yield answer
+        except Timeout:
+            raise UpstreamError(504, f"Upstream {self.name!r} timed out.", code="upstream_timeout") from None
+        except Unreachable as err:
+            code, what = ("upstream_disconnected", "broke off the response") if answer else \
+                ("upstream_unreachable", "could not be reached")
+            raise UpstreamError(502, f"Upstream {self.name!r} {what}: {err}", code=code) from None
+        finally:
+            if answer is not None:
+                answer.close()
+
+    async def whole(self, req: GenerateRequest, model: str) -> AsyncIterator[Delta]:
+        async with self.call(req, model, stream=False) as answer:
+            raw = await answer.body(MAX_BODY)
+        try:
+            deltas = whole_deltas(json.loads(raw), req.messages is not None)
+        except (ValueError, AttributeError, KeyError, TypeError, IndexError):
+            raise malformed(self.name, raw) from None
+        for d in deltas:
+            yield d
+
+    async def stream(self, req: GenerateRequest, model: str) -> AsyncIterator[Delta]:
+        reader, done = ChunkReader(req.messages is not None), False
+        async with self.call(req, model, stream=True) as answer:
             async for line in answer.lines():
                 if done or not line.startswith(b"data:"):
                     continue                        # read to the end, so the connection is kept
@@ -84,15 +114,6 @@ class UpstreamBackend:
                     raise malformed(self.name, data) from err
                 for d in deltas:
                     yield d
-        except Timeout:
-            raise UpstreamError(504, f"Upstream {self.name!r} timed out.", code="upstream_timeout") from None
-        except Unreachable as err:
-            code, what = ("upstream_disconnected", "broke off the response") if answer else \
-                ("upstream_unreachable", "could not be reached")
-            raise UpstreamError(502, f"Upstream {self.name!r} {what}: {err}", code=code) from None
-        finally:
-            if answer is not None:
-                answer.close()
         if not done:
             raise UpstreamError(502, f"Upstream {self.name!r} ended the response before it was complete.",
                                 code="upstream_disconnected")

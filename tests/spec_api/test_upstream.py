@@ -24,7 +24,7 @@ def test_chat_passes_text_usage_and_maps_the_model(one):
     assert r.model == MODEL and r.choices[0].message.content == ANSWER and r.choices[0].finish_reason == "stop"
     assert (r.usage.prompt_tokens, r.usage.completion_tokens, r.usage.total_tokens) == (7, 5, 12)
     sent = one.fake.bodies[-1]
-    assert sent["model"] == "fake-model" and sent["stream"] and sent["stream_options"] == {"include_usage": True}
+    assert sent["model"] == "fake-model" and "stream" not in sent       # taken whole: one non-streamed call
     assert sent["messages"] == [{"role": "user", "content": "hi"}] and sent["max_completion_tokens"] == 20
 
 
@@ -36,6 +36,7 @@ def test_stream_passes_chunk_by_chunk_with_usage(one):
             texts.append(chunk.choices[0].delta.content)
         usage = chunk.usage or usage
     assert texts == list(Reply.text(ANSWER).pieces) and usage.completion_tokens == 5   # one chunk per chunk
+    assert one.fake.bodies[-1]["stream"] and one.fake.bodies[-1]["stream_options"] == {"include_usage": True}
     arrivals, start = [], time.perf_counter()                       # (the checked client reads whole bodies)
     body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "stream": True}
     with httpx.stream("POST", f"{one.base}/v1/chat/completions", json=body, timeout=10) as r:
@@ -45,7 +46,7 @@ def test_stream_passes_chunk_by_chunk_with_usage(one):
     assert len(arrivals) == 5 and arrivals[0] < arrivals[-1] - 0.15  # the first did not wait for the last
 
 
-def test_completions_with_logprobs_and_n(one):
+def test_completions_with_logprobs_and_n(one, proxy):
     r = one.client.completions.create(model=MODEL, prompt="Say hi", n=2, logprobs=2, max_tokens=8)
     assert [c.text for c in r.choices] == ["Hello, world!"] * 2
     lp = r.choices[1].logprobs
@@ -53,11 +54,20 @@ def test_completions_with_logprobs_and_n(one):
     assert lp.top_logprobs[0] == {"t0": -1.0, "t1": -2.0}
     sent = one.fake.bodies[-1]
     assert sent["prompt"] == "Say hi" and sent["n"] == 2 and sent["logprobs"] == 2 and sent["max_tokens"] == 8
+    texts, tokens = ["", ""], [[], []]
+    lenient = proxy.client(one.base, strict=False)          # the SDK's strict types have no null finish_reason
+    for chunk in lenient.completions.create(model=MODEL, prompt="Say hi", n=2, logprobs=1, stream=True):
+        for c in chunk.choices:
+            texts[c.index] += c.text
+            tokens[c.index] += c.logprobs.tokens if c.logprobs else []
+    assert texts == ["Hello, world!"] * 2 and tokens[1] == ["Hello", ",", " world", "!"]
 
 
-def test_chat_logprobs_pass_through(one):
-    r = chat(one.client, logprobs=True, top_logprobs=2)
-    content = r.choices[0].logprobs.content
+@pytest.mark.parametrize("stream", [False, True])
+def test_chat_logprobs_pass_through(one, stream):
+    r = chat(one.client, logprobs=True, top_logprobs=2, stream=stream)
+    content = [e for chunk in r for e in (chunk.choices[0].logprobs.content if chunk.choices and
+                                          chunk.choices[0].logprobs else [])] if stream else r.choices[0].logprobs.content
     assert [e.token for e in content] == ["Hello", ",", " world", "!"]
     assert [t.logprob for t in content[0].top_logprobs] == [-1.0, -2.0]
 
