@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 
 from gateway.structured import json_cache
+from gateway.structured.counted_walks import plain_string
 from gateway.structured.json_schema import compile_json_schema
 from gateway.structured.json_text import FORMATS
 from gateway.structured.masks import MaskComputer
@@ -31,5 +32,6 @@ def warm_blocks(table: TokenTable) -> float:
         for rule in compile_json_schema(schema).rules:
             masks.walk_rule(rule)
     masks.pin_walks()
+    plain_string(table)
     json_cache.pin()
     return time.perf_counter() - start

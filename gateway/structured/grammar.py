@@ -23,6 +23,8 @@ from gateway.structured.distances import distances_to_accept
 class Dfa:
     trans: np.ndarray                  # [states, 256] int32; -1: the byte is not allowed here
     accept: np.ndarray                 # [states] bool
+    counted: tuple[tuple[int, int, int | None], ...] = ()   # (offset, lo, hi) of each lifted counted
+    #                                    string inside (json_strings; masks walk them by counted_walks)
     _digest: bytes | None = field(default=None, repr=False, compare=False)
 
     def digest(self) -> bytes:

@@ -98,7 +98,8 @@ class Builder:
             trans[src, byte] = dst
         accept = np.zeros(len(trans), dtype=np.bool_)
         accept[list(self.accepting)] = True
-        return Dfa(trans, accept), self.calls
+        counted = tuple((off + o, lo, hi) for off, dfa in self._blocks for o, lo, hi in dfa.counted)
+        return Dfa(trans, accept, counted), self.calls
 
 
 def union_pieces(pieces: list[tuple[Dfa, Calls]]) -> tuple[Dfa, Calls]:

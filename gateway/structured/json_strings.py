@@ -23,6 +23,7 @@ from gateway.structured.grammar import Dfa
 from gateway.structured.json_cache import shared
 from gateway.structured.regex import Nfa, chars, concat, literal, to_dfa, union
 from gateway.structured.regex_parse import CodePoints, normalize
+from gateway.structured.json_text import count_dfa
 
 SHORT_ESCAPES = {0x22: "\"", 0x5C: "\\", 0x2F: "/", 0x08: "b", 0x0C: "f", 0x0A: "n", 0x0D: "r", 0x09: "t"}
 RAW_FORBIDDEN = [*range(0x20), 0x22, 0x5C]
@@ -78,7 +79,25 @@ def _lifted(text: Dfa) -> tuple[Dfa, dict[int, list[tuple[CodePoints, int]]]]:
         escaped[e] = [(cps, t + 1) for t, cps in esc_targets[q].items()]
     accept = np.zeros(size, dtype=np.bool_)
     accept[final] = True
-    return Dfa(trans, accept), escaped
+    return Dfa(trans, accept, _count_bounds(text)), escaped
+
+
+def lifted_count(lo: int, hi: int | None) -> Dfa:
+    """The JSON strings of lo..hi characters (counted_walks' layouts)."""
+    return _lifted(count_dfa(lo, hi))[0]
+
+
+def _count_bounds(text: Dfa) -> tuple[tuple[int, int, int | None], ...]:
+    """((0, lo, hi),) when text is count_dfa(lo, hi) (its lifted states keep count_dfa's layout),
+    else (). The shape is guessed from the size and the accepting counts, then checked by content."""
+    n, ascii_step = text.num_states, int(text.trans[0, 0x41])
+    if n % 8 not in (0, 1) or ascii_step not in (0, 8) or not text.accept.any():
+        return ()
+    hi = None if n % 8 == 0 else (n - 1) // 8
+    lo = int(np.flatnonzero(text.accept)[0]) // 8
+    if hi is None and n != 8 * (lo + 1):
+        return ()
+    return ((0, lo, hi),) if count_dfa(lo, hi).digest() == text.digest() else ()
 
 
 def string_literal_nfa(text: str) -> Nfa:

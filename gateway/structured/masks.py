@@ -15,6 +15,7 @@ from collections import OrderedDict
 
 import numpy as np
 
+from gateway.structured.counted_walks import Annotated, Layout, annotate, counted_walk, plain_string
 from gateway.structured.grammar import Grammar, Rule
 from gateway.structured.matcher import Config, Matcher
 from gateway.structured.token_walk import (AFTER_FIRST_BYTE, ALL, WIDE, Tails, Walk, first_byte_split, pack_ids,
@@ -44,6 +45,9 @@ class MaskComputer:
         self._rules: dict[int, tuple] = {}     # id(rule) -> (rule, content key, exits)
         self._forms: dict[tuple[int, int], tuple] = {}     # (id(rule), state) -> (rule, reachable form)
         self._leaves: OrderedDict[int, tuple[Grammar, dict]] = OrderedDict()
+        self._counted: dict[int, tuple] = {}          # id(rule) -> (rule, [(layout, offset)] checked)
+        self._layouts: dict[tuple, Layout] = {}
+        self._annotations: OrderedDict[bytes, Annotated] = OrderedDict()
         self._eos = pack_ids(np.array(sorted(table.eos_ids), np.int64), self.num_words)
 
     def words(self, matcher: Matcher) -> np.ndarray:
@@ -102,12 +106,49 @@ class MaskComputer:
         found = self._cached(key)
         if found is None:
             trans = rule.dfa.trans
-            if tails is ALL and int((trans[state] >= 0).sum()) > WIDE:
+            counted = self._counted_at(rule, state)
+            if counted is not None:
+                layout, offset, c = counted
+                found = counted_walk(self._annotated(tails), layout, offset, c, self.num_words)
+            elif tails is ALL and int((trans[state] >= 0).sum()) > WIDE:
                 found = first_byte_split(self.trie, self.num_words, trans, exits, state, lambda t, rest: (
                     self._walk_form(rule, t, rest) if rest.key == AFTER_FIRST_BYTE else self._walk(rule, t, rest)))
             else:
                 found = walk(self.trie, self.num_words, trans, exits, state, tails)
             self._store(key, found)
+        return found
+
+    def _counted_at(self, rule: Rule, state: int) -> tuple[Layout, int, int] | None:
+        """(layout, offset, count) when state is a body boundary of one of the rule's counted
+        strings (a plain string's body walks as any state does: its walks are the blocks')."""
+        found = self._counted.get(id(rule))
+        if found is None or found[0] is not rule:
+            exits = self._rule_key(rule)[1]
+            blocks = []
+            for offset, lo, hi in rule.dfa.counted:
+                if (lo, hi) != (0, None):
+                    layout = self._layouts.get((lo, hi)) or self._layouts.setdefault((lo, hi), Layout.of(lo, hi))
+                    if layout.fits(rule.dfa.trans, exits, offset):
+                        blocks.append((layout, offset))
+            found = self._counted[id(rule)] = (rule, blocks)
+        for layout, offset in found[1]:
+            c = layout.count_at(state - offset)
+            if c is not None:
+                return layout, offset, c
+        return None
+
+    def _annotated(self, tails: Tails) -> Annotated:
+        """The plain string body's walk from tails, with character counts (counted_walks)."""
+        plain, from_all = plain_string(self.table)
+        if tails is ALL:
+            return from_all
+        found = self._annotations.get(tails.key)
+        if found is None:
+            found = self._annotations[tails.key] = annotate(self.trie, self.table, self.num_words, plain, tails)
+            if len(self._annotations) > self.max_walks:
+                self._annotations.popitem(last=False)
+        else:
+            self._annotations.move_to_end(tails.key)
         return found
 
     def _walk_form(self, rule: Rule, state: int, tails: Tails) -> Walk:

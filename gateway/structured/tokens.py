@@ -44,6 +44,7 @@ class TokenTable:
             self.byte_token.setdefault(int(self.matrix[i, 0]), int(i))
         self._trie = None
         self.block_walks: dict = {}                       # masks' walks of the JSON building blocks (block_walks)
+        self.plain_string = None                          # its body's walk by character counts (counted_walks)
 
     @property
     def trie(self):
