@@ -40,6 +40,7 @@ class Reply:
     retry_after: float | None = None          # sent as Retry-After with an error status
     delay: float = 0.0                        # seconds before the response starts
     chunk_delay: float = 0.0                  # seconds between stream chunks
+    stall: tuple[int, float] | None = None    # stream: after this many chunks, silence for this many seconds
     disconnect_after: int | None = None       # cut the connection after this many chunks (whole: half the body)
     malformed_after: int | None = None        # a chunk that is not JSON after this many (whole: half the body)
     prompt_tokens: int | None = None          # default: words in the prompt
@@ -140,6 +141,8 @@ class FakeUpstream:
                     yield b'data: {"choices": [{"index": 0, "delta": {"content": "oops"\n\n'
                 if r.chunk_delay and k:
                     await asyncio.sleep(r.chunk_delay)
+                if r.stall is not None and k == r.stall[0]:
+                    await asyncio.sleep(r.stall[1])
                 yield b"data: " + json.dumps(chunk).encode() + b"\n\n"
             yield b"data: [DONE]\n\n"
         finally:

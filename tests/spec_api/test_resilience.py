@@ -104,6 +104,14 @@ def test_a_cut_or_garbage_before_anything_reached_the_client_is_retried(one, fau
     assert text == HELLO and one.fake.calls == 2
 
 
+def test_a_stall_mid_stream_times_out_as_one_error_event(proxy):
+    fake, url = proxy.upstream()
+    base, _ = proxy.gateway([url], timeout=0.3)
+    fake.script(Reply(stall=(2, 1.0)))                       # role chunk, "Hello", then silence past the timeout
+    events = stream_events(base, {"messages": [{"role": "user", "content": "hi"}]})
+    assert events[-1]["error"]["code"] == "upstream_timeout" and "[DONE]" not in events and fake.calls == 1
+
+
 def test_a_malformed_chunk_mid_stream_ends_the_stream_cleanly(one):
     one.fake.script(Reply(malformed_after=2))               # role chunk, "Hello", then garbage
     events = stream_events(one.base, {"messages": [{"role": "user", "content": "hi"}]})

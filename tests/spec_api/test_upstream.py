@@ -165,6 +165,12 @@ def test_serve_flags_build_the_router_and_the_key_comes_from_the_environment(pro
     base = proxy.stack.enter_context(serve(create_app(router, cfg)))
     r = proxy.client(base).chat.completions.create(model="other", messages=[{"role": "user", "content": "x"}])
     assert r.model == "other" and fake.bodies[-1]["model"] == "other" and fake.api_keys[-1] == "Bearer sk-upstream"
+    config = proxy.stack.enter_context(__import__("tempfile").TemporaryDirectory()) + "/up.json"
+    with open(config, "w") as f:
+        json.dump({"upstreams": [{"name": "solo", "base_url": url, "models": {"small": "other"}}]}, f)
+    from_file = upstream_backend(ServeConfig(upstreams_config=config))
+    proxy.routers.append(from_file)
+    assert [c.id for c in from_file.models()] == ["small"] and from_file.members[0].name == "solo"
     monkeypatch.delenv("UP_KEY")
     with pytest.raises(ValueError, match="UP_KEY"):
         upstream_backend(cfg)
