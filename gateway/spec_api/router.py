@@ -141,6 +141,8 @@ class Router:
             tried[member.name] = again + 1
             if again:
                 await asyncio.sleep(min(self.cfg.backoff * 2 ** (again - 1), self.cfg.max_retry_wait))
+                if not member.breaker.usable():         # opened, or its probe taken, while we waited
+                    continue
             member.outstanding += 1
             member.breaker.admit()
             started, judged = False, False
