@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 from gateway.protocol import Delta, GenerateRequest, InvalidRequest, ModelCard, UpstreamError, Usage
 from gateway.spec_api.http1 import Exchange, Origin, Timeout, Unreachable
 from gateway.spec_api.schema_guard import guarded, needs_guard
+from gateway.spec_api.speculative import speculative_program
 from gateway.spec_api.translate import ChunkReader, Wire, request_body, whole_deltas
 from gateway.spec_api.upstream_config import UpstreamConfig
 
@@ -55,6 +56,8 @@ class UpstreamBackend:
         return models[served]
 
     def generate(self, req: GenerateRequest) -> AsyncIterator[Delta]:
+        if req.program is not None:           # one call for the whole turn, fields falling back one by one
+            return speculative_program(self.generate, req)
         model = self.upstream_model(req.model)
         if needs_guard(req, self.wire):
             return guarded(self.whole, req, model, self.schema_retries)
