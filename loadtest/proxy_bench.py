@@ -6,7 +6,8 @@ Three servers, each in its own process: the fake upstream (loadtest/fake_upstrea
 once), radixgate serving it (`--upstream`), and LiteLLM's proxy serving it (from its own venv, skipped
 when absent). This process is only the load generator: open-loop Poisson arrivals at each rate (the
 same arrival times for every target), raw HTTP/1.1 on keep-alive connections, latency counted from
-each request's scheduled time, so a server that falls behind shows it. Both proxies check the same
+each request's scheduled time, so a server that falls behind shows it. The targets take turns within
+each rate, so load from other work on the machine falls on all of them alike. Both proxies check the same
 API key. Overhead = latency through a proxy - latency straight to the fake upstream at the same rate.
 
 A rate is sustained when every request got a 200, the last answer came within half a second of the
@@ -143,6 +144,7 @@ class Cell:
     drain: float            # seconds from the last send to the last answer
     lag: float              # the generator's p99 lag behind the schedule, seconds
     cpu: float = 0.0        # the server's CPU seconds per request
+    answered: int = 0       # requests answered, warm-up included (what the CPU time was spent on)
 
     def pct(self, q: float) -> float:
         xs = sorted(self.latencies)
@@ -167,7 +169,12 @@ def raw_request(body: dict) -> bytes:
             b"Authorization: Bearer " + KEY.encode() + b"\r\nContent-Length: %d\r\n\r\n" % len(data)) + data
 
 
-async def run_cell(url: str, body: dict, rate: float, seconds: float, warmup: float) -> Cell:
+def merge(a: Cell, b: Cell) -> Cell:
+    return Cell(a.rate, a.latencies + b.latencies, a.errors + b.errors, max(a.drain, b.drain), max(a.lag, b.lag),
+                a.cpu + b.cpu, a.answered + b.answered)
+
+
+async def run_cell(url: str, body: dict, rate: float, seconds: float, warmup: float, seed: int = 0) -> Cell:
     host, port = url.removeprefix("http://").split(":")
     raw, streaming = raw_request(body), bool(body.get("stream"))
     idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
@@ -189,7 +196,7 @@ async def run_cell(url: str, body: dict, rate: float, seconds: float, warmup: fl
         elif measured:
             latencies.append(loop.time() - scheduled)
 
-    schedule = arrivals(rate, warmup + seconds)
+    schedule = arrivals(rate, warmup + seconds, seed)
     start = loop.time() + 0.01
     tasks = []
     for t in schedule:
@@ -204,7 +211,8 @@ async def run_cell(url: str, body: dict, rate: float, seconds: float, warmup: fl
     for _, writer in idle:
         writer.close()
     lags.sort()
-    return Cell(rate, latencies, errors, drain, lags[int(0.99 * (len(lags) - 1))] if lags else 0.0)
+    return Cell(rate, latencies, errors, drain, lags[int(0.99 * (len(lags) - 1))] if lags else 0.0,
+                answered=len(schedule) - errors)
 
 
 # ----- the report --------------------------------------------------------------------------------------
@@ -224,7 +232,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rates", default="25,50,100,200,400,800,1200,1600,2400", help="requests per second")
     ap.add_argument("--seconds", type=float, default=4.0, help="measured seconds per rate")
-    ap.add_argument("--warmup", type=float, default=0.5)
+    ap.add_argument("--warmup", type=float, default=0.3, help="unmeasured seconds at the start of each turn")
+    ap.add_argument("--rounds", type=int, default=4, help="turns per rate; each target runs seconds/rounds a turn")
     ap.add_argument("--stream", action="store_true", help="streamed requests (with usage) instead of plain ones")
     ap.add_argument("--litellm", type=Path, default=Path("/work/litellm-venv"), help="LiteLLM's venv")
     ap.add_argument("--server-extras", type=Path,
@@ -241,7 +250,8 @@ def main() -> None:
             servers["litellm"] = lite
         for server in servers.values():
             prime(server.url, body)
-        print(f"Poisson arrivals, {args.seconds:g} s per rate after {args.warmup:g} s warm-up, "
+        print(f"Poisson arrivals, {args.seconds:g} s per rate and target in {args.rounds} turns (each after "
+              f"{args.warmup:g} s warm-up), "
               f"{'streamed' if args.stream else 'plain'} chat requests; latencies in ms; load average "
               f"{os.getloadavg()[0]:.2f} at start on {os.cpu_count()} cores; servers on "
               f"{'uvloop + httptools' if args.server_extras else 'asyncio + h11'} (LiteLLM: its own)")
@@ -252,13 +262,18 @@ def main() -> None:
         live = set(servers)                              # a proxy that fell behind is not driven harder
         results = []
         for rate in rates:
-            cells = {}
-            for name, server in servers.items():
-                if name in live:
-                    cpu = server.cpu_seconds()
-                    cells[name] = c = asyncio.run(run_cell(server.url, body, rate, args.seconds, args.warmup))
-                    c.cpu = (server.cpu_seconds() - cpu) / (len(c.latencies) or 1)
-                    time.sleep(0.5)                      # let the server settle before the next target
+            cells: dict[str, Cell] = {}
+            for turn in range(args.rounds):             # targets take turns, so the neighbours' load hits all
+                for name, server in servers.items():
+                    if name in live:
+                        cpu = server.cpu_seconds()
+                        c = asyncio.run(run_cell(server.url, body, rate, args.seconds / args.rounds, args.warmup,
+                                                 seed=turn))
+                        c.cpu = server.cpu_seconds() - cpu
+                        cells[name] = merge(cells[name], c) if name in cells else c
+                        time.sleep(0.2)                  # let the server settle before the next target
+            for c in cells.values():
+                c.cpu /= c.answered or 1
             results.append(cells)
             d = cells["direct"]
             row = f"{rate:>6.0f} | {d.pct(0.5):>10.2f}{d.pct(0.99):>7.2f} | "
