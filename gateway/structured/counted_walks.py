@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from gateway.structured.grammar import Dfa
-from gateway.structured.token_walk import ALL, PACK_ABOVE, Tails, Walk, _exits, pack_ids, walk
+from gateway.structured.token_walk import ALL, PACK_ABOVE, Tails, Walk, _exits, or_ids, pack_ids, walk
 
 QUOTE, BACKSLASH = ord('"'), ord("\\")
 
@@ -147,8 +147,7 @@ def counted_walk(ann: Annotated, layout: Layout, offset: int, c: int, num_words:
     consumed = np.concatenate(take)
     if ann.body_words is not None:
         words = ann.body_words[min(room, len(ann.body_words) - 1)].copy()
-        rest = np.concatenate(take[1:])
-        np.bitwise_or.at(words, rest >> 5, np.left_shift(np.uint32(1), (rest & 31).astype(np.uint32)))
+        or_ids(words, np.concatenate(take[1:]))
     else:
         words = pack_ids(consumed, num_words) if len(consumed) > PACK_ABOVE else None
     exits = []

@@ -18,8 +18,8 @@ import numpy as np
 from gateway.structured.counted_walks import Annotated, Layout, annotate, counted_walk, plain_string
 from gateway.structured.grammar import Grammar, Rule
 from gateway.structured.matcher import Config, Matcher
-from gateway.structured.token_walk import (AFTER_FIRST_BYTE, ALL, WIDE, Tails, Walk, first_byte_split, pack_ids,
-                                          reachable_form, walk)
+from gateway.structured.token_walk import (AFTER_FIRST_BYTE, ALL, WIDE, Tails, Walk, first_byte_split, or_ids,
+                                          pack_ids, reachable_form, walk)
 from gateway.structured.tokens import TokenTable
 
 
@@ -44,7 +44,7 @@ class MaskComputer:
         self._walks: OrderedDict[tuple, Walk] = OrderedDict()
         self._rules: dict[int, tuple] = {}     # id(rule) -> (rule, content key, exits)
         self._forms: dict[tuple[int, int], tuple] = {}     # (id(rule), state) -> (rule, reachable form)
-        self._leaves: OrderedDict[int, tuple[Grammar, dict]] = OrderedDict()
+        self._leaves: OrderedDict[int, tuple[Grammar, dict, dict]] = OrderedDict()
         self._counted: dict[int, tuple] = {}          # id(rule) -> (rule, [(layout, offset)] checked)
         self._layouts: dict[tuple, Layout] = {}
         self._annotations: OrderedDict[bytes, Annotated] = OrderedDict()
@@ -72,7 +72,7 @@ class MaskComputer:
     def _compute(self, matcher: Matcher) -> np.ndarray:
         words = np.zeros(self.num_words, np.uint32)
         small: list[np.ndarray] = []
-        leaves = self._leaves_of(matcher)
+        leaves, memo = self._leaves_of(matcher)
         rules = matcher.grammar.rules
         seen: set[tuple[Config, bytes]] = set()
         todo: list[tuple[Config, Tails]] = [(c, ALL) for c in matcher.configs]
@@ -82,7 +82,11 @@ class MaskComputer:
                 continue
             seen.add((config, tails.key))
             rule, state = config[-1]
-            w = self._walk(rules[rule], state, tails)
+            w = memo.get((rule, state, tails.key))
+            if w is None:
+                if len(memo) > self.max_walks:
+                    memo.clear()
+                w = memo[(rule, state, tails.key)] = self._walk(rules[rule], state, tails)
             if w.words is not None:
                 np.bitwise_or(words, w.words, out=words)
             elif len(w.consumed):
@@ -94,8 +98,7 @@ class MaskComputer:
                     after = leaves[key] = matcher.leaving(config, exit_state)
                 todo.extend((c, rest) for c in after)
         if small:
-            ids = np.concatenate(small)
-            np.bitwise_or.at(words, ids >> 5, np.left_shift(np.uint32(1), (ids & 31).astype(np.uint32)))
+            or_ids(words, np.concatenate(small))
         if matcher.accepting:
             np.bitwise_or(words, self._eos, out=words)
         return words.view(np.int32)
@@ -198,13 +201,14 @@ class MaskComputer:
             found = self._rules[id(rule)] = (rule, content, exits)
         return found[1:]
 
-    def _leaves_of(self, matcher: Matcher) -> dict:
-        """Per grammar: (stack, exit state) -> the stacks that go on from there."""
+    def _leaves_of(self, matcher: Matcher) -> tuple[dict, dict]:
+        """Per grammar: (stack, exit state) -> the stacks that go on from there; and (rule index,
+        state, tails key) -> its walk, the same as _walk's caches but found by one lookup."""
         grammar = matcher.grammar
         found = self._leaves.get(id(grammar))
         if found is None or found[0] is not grammar:
-            found = self._leaves[id(grammar)] = (grammar, {})
+            found = self._leaves[id(grammar)] = (grammar, {}, {})
             if len(self._leaves) > 64:
                 self._leaves.popitem(last=False)
         self._leaves.move_to_end(id(grammar))
-        return found[1]
+        return found[1], found[2]

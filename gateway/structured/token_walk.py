@@ -55,6 +55,16 @@ def pack_ids(ids: np.ndarray, num_words: int) -> np.ndarray:
     return np.packbits(bits, bitorder="little").view(np.uint32)
 
 
+def or_ids(words: np.ndarray, ids: np.ndarray) -> None:
+    """Set the bits of these token ids in uint32 words, in place (one OR per word touched)."""
+    if not len(ids):
+        return
+    ids = np.unique(ids)
+    index, bits = ids >> 5, np.left_shift(np.uint32(1), (ids & 31).astype(np.uint32))
+    starts = np.flatnonzero(np.concatenate([[True], index[1:] != index[:-1]]))
+    words[index[starts]] |= np.bitwise_or.reduceat(bits, starts)
+
+
 def walk(trie: TokenTrie, num_words: int, trans: np.ndarray, exits: np.ndarray, state: int, tails: Tails) -> Walk:
     """Run the tails from `state`; consumption and exit points count from the first byte read on
     (the caller's stack set already holds every move possible before a byte is read). In C where
@@ -182,8 +192,11 @@ def _joined(hits: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tuple[np.n
 def _exits(depths: np.ndarray, nodes: np.ndarray, states: np.ndarray) -> list[tuple[int, Tails]]:
     """Group the exit hits (node reached at depth in state) by state: per state, the nodes
     reached there, by depth, sorted."""
-    if not len(nodes):
-        return []
+    if len(nodes) <= 32:                          # the usual few: plain Python is quicker
+        few: dict[int, dict[int, list[int]]] = {}
+        for state, depth, node in sorted(zip(states.tolist(), depths.tolist(), nodes.tolist())):
+            few.setdefault(state, {}).setdefault(depth, []).append(node)
+        return [(state, Tails({d: np.array(n, np.int64) for d, n in roots.items()})) for state, roots in few.items()]
     order = np.lexsort((nodes, depths, states))
     depths, nodes, states = depths[order], nodes[order], states[order]
     cuts = np.flatnonzero((np.diff(states) != 0) | (np.diff(depths) != 0)) + 1

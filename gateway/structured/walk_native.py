@@ -25,21 +25,24 @@ import numpy as np
 SOURCE = r"""
 #include <stdint.h>
 
-/* Depth-first from every root: (global node, depth, state) on an explicit stack. A node reached
-   by a byte records its tokens (those ending there) and, at an exit state, a hit. Returns 0, or
-   -1 when an output buffer would overflow (overlapping roots: the caller falls back). */
+/* Depth-first from every root (nodes of one trie level): (global node, depth, state) on an
+   explicit stack. A node reached by a byte records its tokens (those ending there) and, at an
+   exit state, a hit. Outputs are appended from counts[0] (tokens) and counts[1] (hits) on, so
+   roots of several depths take one call each. Returns 0, or -1 when a buffer would overflow
+   (roots that overlap: the caller falls back). */
 int64_t walk(const int32_t *trans, const uint8_t *exits, int32_t start, int32_t max_depth,
              const int64_t *level_off, const int64_t *child_lo, const int64_t *child_hi,
              const int32_t *byte, const int64_t *lo, const int64_t *ends, const int64_t *ids,
-             const int64_t *roots, const int32_t *root_depth, int64_t n_roots,
+             const int64_t *roots, int64_t n_roots, int32_t root_depth,
              int64_t *stack_node, int32_t *stack_depth, int32_t *stack_state, int64_t stack_cap,
-             int64_t *consumed, int64_t consumed_cap, int64_t *n_consumed,
-             int64_t *hit_node, int32_t *hit_depth, int32_t *hit_state, int64_t hit_cap, int64_t *n_hits)
+             int64_t *consumed, int64_t consumed_cap, int64_t *counts,
+             int64_t *hit_depth, int64_t *hit_node, int64_t *hit_state, int64_t hit_cap)
 {
-    int64_t top = 0, nc = 0, nh = 0;
+    int64_t top = 0, nc = counts[0], nh = counts[1];
+    if (n_roots > stack_cap) return -1;
     for (int64_t r = 0; r < n_roots; r++) {
-        if (top >= stack_cap) return -1;
-        stack_node[top] = roots[r]; stack_depth[top] = root_depth[r]; stack_state[top] = start; top++;
+        stack_node[top] = level_off[root_depth] + roots[r]; stack_depth[top] = root_depth;
+        stack_state[top] = start; top++;
     }
     while (top > 0) {
         top--;
@@ -58,13 +61,13 @@ int64_t walk(const int32_t *trans, const uint8_t *exits, int32_t start, int32_t 
             }
             if (exits[t]) {
                 if (nh >= hit_cap) return -1;
-                hit_node[nh] = c - base; hit_depth[nh] = d + 1; hit_state[nh] = t; nh++;
+                hit_depth[nh] = d + 1; hit_node[nh] = c - base; hit_state[nh] = t; nh++;
             }
             if (top >= stack_cap) return -1;
             stack_node[top] = c; stack_depth[top] = d + 1; stack_state[top] = t; top++;
         }
     }
-    *n_consumed = nc; *n_hits = nh;
+    counts[0] = nc; counts[1] = nh;
     return 0;
 }
 """
@@ -93,9 +96,9 @@ def _build() -> ctypes.CDLL | None:
     except OSError:
         return None
     dll.walk.restype = ctypes.c_int64
-    i64 = ctypes.c_int64
-    dll.walk.argtypes = [_PTR, _PTR, ctypes.c_int32, ctypes.c_int32, *[_PTR] * 7, _PTR, _PTR, i64, _PTR, _PTR, _PTR, i64,
-                         _PTR, i64, _PTR, _PTR, _PTR, _PTR, i64, _PTR]
+    i64, i32 = ctypes.c_int64, ctypes.c_int32
+    dll.walk.argtypes = [_PTR, _PTR, i32, i32, *[_PTR] * 7, _PTR, i64, i32, _PTR, _PTR, _PTR, i64,
+                         _PTR, i64, _PTR, _PTR, _PTR, _PTR, i64]
     return dll
 
 
@@ -139,10 +142,12 @@ class _Buffers:
     def __init__(self, num_nodes: int, num_tokens: int):
         self.cap = num_nodes + 1
         self.stack = [np.empty(self.cap, np.int64), np.empty(self.cap, np.int32), np.empty(self.cap, np.int32)]
-        self.hits = [np.empty(self.cap, np.int64), np.empty(self.cap, np.int32), np.empty(self.cap, np.int32)]
+        self.hits = [np.empty(self.cap, np.int64) for _ in range(3)]          # depth, node, state
         self.consumed = np.empty(num_tokens, np.int64)
         self.counts = np.zeros(2, np.int64)
-        self.pointers = [a.ctypes.data for a in self.stack]
+        self.stack_args = [*(a.ctypes.data for a in self.stack), self.cap]
+        self.out_args = [self.consumed.ctypes.data, num_tokens, self.counts.ctypes.data,
+                         *(a.ctypes.data for a in self.hits), self.cap]
 
 
 def walk_native(flat: FlatTrie, trans: np.ndarray, exits: np.ndarray, state: int, roots: dict[int, np.ndarray]):
@@ -151,26 +156,14 @@ def walk_native(flat: FlatTrie, trans: np.ndarray, exits: np.ndarray, state: int
     dll = native()
     if dll is None:
         return None
-    if len(roots) == 1:
-        (d, nodes), = roots.items()
-        root_nodes, root_depth = nodes + flat.level_off[d], np.full(len(nodes), d, np.int32)
-    else:
-        depths = sorted(roots)
-        root_nodes = np.concatenate([roots[d] + flat.level_off[d] for d in depths])
-        root_depth = np.concatenate([np.full(len(roots[d]), d, np.int32) for d in depths])
-    root_nodes = np.ascontiguousarray(root_nodes, np.int64)
     buf = flat.buffers()
-    if len(root_nodes) >= buf.cap:
-        return None
-    trans = np.ascontiguousarray(trans, np.int32)
-    exits = np.ascontiguousarray(exits, np.bool_)
-    counts = buf.counts.ctypes.data
-    rc = dll.walk(trans.ctypes.data, exits.ctypes.data, state, flat.depth, *flat.arrays,
-                  root_nodes.ctypes.data, root_depth.ctypes.data, len(root_nodes), *buf.pointers, buf.cap,
-                  buf.consumed.ctypes.data, len(buf.consumed), counts,
-                  buf.hits[0].ctypes.data, buf.hits[1].ctypes.data, buf.hits[2].ctypes.data, buf.cap, counts + 8)
-    if rc != 0:
-        return None
+    buf.counts[:] = 0
+    trans, exits = np.ascontiguousarray(trans, np.int32), np.ascontiguousarray(exits, np.bool_)
+    head = [trans.ctypes.data, exits.ctypes.data, state, flat.depth, *flat.arrays]
+    for depth, nodes in roots.items():
+        nodes = np.ascontiguousarray(nodes, np.int64)
+        if dll.walk(*head, nodes.ctypes.data, len(nodes), depth, *buf.stack_args, *buf.out_args) != 0:
+            return None
     nc, k = buf.counts.tolist()
-    return (buf.consumed[:nc].copy(), buf.hits[1][:k].astype(np.int64), buf.hits[0][:k].copy(),
-            buf.hits[2][:k].astype(np.int64))
+    depth, node, state_ = buf.hits
+    return buf.consumed[:nc].copy(), depth[:k].copy(), node[:k].copy(), state_[:k].copy()
