@@ -14,6 +14,8 @@ import triton.language as tl
 
 from kernels.attention_ref import decode_attention_ref  # noqa: F401  (its reference, beside it)
 from kernels.common import dot_in_f32, dot_precision, num_sms
+from kernels.shared_prefix import MAX_SPLITS as PREFIX_SPLITS
+from kernels.shared_prefix import SharedPrefixes, shared_prefix_splits
 
 LOG2E = 1.4426950408889634
 BLOCK_N = 64        # keys per tile
@@ -23,12 +25,12 @@ MAX_SPLITS = 64
 
 @triton.jit
 def _decode_split_kernel(
-    Q, K, V, Table, SeqLens, PartO, PartLse, NumSplits,
-    qk_scale, window, num_heads,
+    Q, K, V, Table, SeqLens, Starts, PartO, PartLse, NumSplits,
+    qk_scale, window, num_heads, split_stride,
     stride_qb, stride_qh, stride_ks, stride_kh, stride_vs, stride_vh, stride_tb,
     GROUP: tl.constexpr, HEAD_BLOCKS: tl.constexpr, D: tl.constexpr, D_P2: tl.constexpr,
     BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr, MAX_SPLITS: tl.constexpr, MIN_SPLIT: tl.constexpr,
-    HAS_WINDOW: tl.constexpr, DOT_F32: tl.constexpr, PRECISION: tl.constexpr,
+    HAS_STARTS: tl.constexpr, HAS_WINDOW: tl.constexpr, DOT_F32: tl.constexpr, PRECISION: tl.constexpr,
 ):
     b = tl.program_id(0).to(tl.int64)
     kv_head = tl.program_id(1) // HEAD_BLOCKS
@@ -44,6 +46,8 @@ def _decode_split_kernel(
     # call, slow in the interpreter.
     seq_len = tl.load(SeqLens + b)
     start = seq_len * 0
+    if HAS_STARTS:                 # keys before it are a shared prefix, attended by the group kernel
+        start = tl.load(Starts + b)
     if HAS_WINDOW:
         start = tl.maximum(seq_len - window, 0)
     length = seq_len - start
@@ -86,7 +90,7 @@ def _decode_split_kernel(
     has_keys = l_i > 0
     l_safe = tl.where(has_keys, l_i, 1.0)
     lse = tl.where(has_keys, m_i + tl.log2(l_safe), float("-inf"))
-    row = (b * num_heads + heads) * MAX_SPLITS + split
+    row = (b * num_heads + heads) * split_stride + split
     used = tl.where(split < n_splits, head_ok, False)     # (tensor & scalar bool breaks the interpreter)
     tl.store(PartLse + row, lse, mask=used)
     tl.store(PartO + row[:, None] * D_P2 + d[None, :], acc / l_safe[:, None], mask=used[:, None])
@@ -94,16 +98,18 @@ def _decode_split_kernel(
 
 @triton.jit
 def _decode_merge_kernel(
-    PartO, PartLse, NumSplits, Out, stride_ob, stride_oh,
-    D: tl.constexpr, D_P2: tl.constexpr, MAX_SPLITS: tl.constexpr,
+    PartO, PartLse, NumSplits, PrefixSplits, Out, stride_ob, stride_oh, prefix_base,
+    D: tl.constexpr, D_P2: tl.constexpr, SPLIT_STRIDE: tl.constexpr, HAS_PREFIX: tl.constexpr,
 ):
     b = tl.program_id(0).to(tl.int64)
     h = tl.program_id(1)
     n_splits = tl.load(NumSplits + b)
-    split = tl.arange(0, MAX_SPLITS)
+    split = tl.arange(0, SPLIT_STRIDE)
     d = tl.arange(0, D_P2)
-    row = (b * tl.num_programs(1) + h) * MAX_SPLITS + split
+    row = (b * tl.num_programs(1) + h) * SPLIT_STRIDE + split
     used = split < n_splits
+    if HAS_PREFIX:                 # the group kernel's splits of a shared prefix follow the sequence's own
+        used = used | ((split >= prefix_base) & (split < prefix_base + tl.load(PrefixSplits + b)))
     lse = tl.load(PartLse + row, mask=used, other=float("-inf"))
     top = tl.max(lse, 0)
     top = tl.where(top == float("-inf"), 0.0, top)      # a sequence with no keys yields zeros
@@ -125,10 +131,13 @@ def choose_max_splits(batch: int, programs_per_seq: int, max_len: int, device: t
 def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
                      token_table: torch.Tensor, seq_lens: torch.Tensor, scale: float,
                      window: int | None = None, max_splits: int | None = None,
-                     out: torch.Tensor | None = None) -> torch.Tensor:
+                     out: torch.Tensor | None = None, shared: "SharedPrefixes | None" = None) -> torch.Tensor:
     """q: [B, H, D]; k_cache, v_cache: [slots, KVH, D]; token_table: [B, >= max seq_len] int32 slot ids;
     seq_lens: [B] int32 (0 gives a zero row). Returns [B, H, D] in q's dtype: each query over the keys
-    `token_table[b, max(0, seq_len - window):seq_len]`. Never synchronises with the host."""
+    `token_table[b, max(0, seq_len - window):seq_len]`. Never synchronises with the host.
+
+    With `shared` (no window), sequences that share a prefix of their keys read it once per group:
+    kernels.shared_prefix attends the group's queries to it together, and the merge adds its splits."""
     batch, heads, dim = q.shape
     kv_heads = k_cache.shape[1]
     assert heads % kv_heads == 0, f"{heads} query heads cannot share {kv_heads} kv heads"
@@ -143,26 +152,32 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
     if max_splits is None:
         max_splits = choose_max_splits(batch, kv_heads * head_blocks, token_table.shape[1], q.device)
     assert max_splits & (max_splits - 1) == 0, "max_splits must be a power of two"
-    part_o = torch.empty((batch, heads, max_splits, d_p2), dtype=torch.float32, device=q.device)
-    part_lse = torch.empty((batch, heads, max_splits), dtype=torch.float32, device=q.device)
+    assert shared is None or window is None, "a shared prefix and a sliding window do not combine"
+    stride = triton.next_power_of_2(max_splits + (PREFIX_SPLITS if shared is not None else 0))
+    part_o = torch.empty((batch, heads, stride, d_p2), dtype=torch.float32, device=q.device)
+    part_lse = torch.empty((batch, heads, stride), dtype=torch.float32, device=q.device)
     num_splits = torch.empty(batch, dtype=torch.int32, device=q.device)
     if out is None:
         out = torch.empty_like(q)
     assert out.shape == q.shape and out.stride(2) == 1
     if batch == 0:
         return out
+    if shared is not None:
+        shared_prefix_splits(q, k_cache, v_cache, token_table, shared, part_o, part_lse, max_splits, scale * LOG2E)
     _decode_split_kernel[(batch, kv_heads * head_blocks, max_splits)](
-        q, k_cache, v_cache, token_table, seq_lens, part_o, part_lse, num_splits,
-        scale * LOG2E, window or 0, heads,
+        q, k_cache, v_cache, token_table, seq_lens, shared.starts if shared is not None else seq_lens,
+        part_o, part_lse, num_splits,
+        scale * LOG2E, window or 0, heads, stride,
         q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), v_cache.stride(0), v_cache.stride(1),
         token_table.stride(0),
         GROUP=group, HEAD_BLOCKS=head_blocks, D=dim, D_P2=d_p2, BLOCK_H=block_h, BLOCK_N=BLOCK_N,
-        MAX_SPLITS=max_splits, MIN_SPLIT=MIN_SPLIT, HAS_WINDOW=window is not None,
-        DOT_F32=dot_in_f32(q.dtype), PRECISION=dot_precision(q.dtype),
+        MAX_SPLITS=max_splits, MIN_SPLIT=MIN_SPLIT, HAS_STARTS=shared is not None,
+        HAS_WINDOW=window is not None, DOT_F32=dot_in_f32(q.dtype), PRECISION=dot_precision(q.dtype),
         num_warps=4, num_stages=2,
     )
     _decode_merge_kernel[(batch, heads)](
-        part_o, part_lse, num_splits, out, out.stride(0), out.stride(1),
-        D=dim, D_P2=d_p2, MAX_SPLITS=max_splits, num_warps=4,
+        part_o, part_lse, num_splits, shared.prefix_splits if shared is not None else num_splits, out,
+        out.stride(0), out.stride(1), max_splits,
+        D=dim, D_P2=d_p2, SPLIT_STRIDE=stride, HAS_PREFIX=shared is not None, num_warps=4,
     )
     return out

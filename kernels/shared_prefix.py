@@ -1,0 +1,158 @@
+"""Decode attention over a prefix that several sequences share (cascade attention): the prefix's K/V is
+read once per group of sequences instead of once per sequence.
+
+Sequences that share their first `length` keys (the same slots: a radix-cache prefix such as a system
+prompt) form a group. One program per (group, kv head, split) loads the group's queries of that kv head,
+members x query heads as the rows of one tile, and reduces its chunk of the prefix to a partial output
+and log-sum-exp per (member, head), written where kernels.decode_attention's merge finds them: after
+the sequence's own splits, which cover only its keys past the prefix. The merge combines both, so the
+result equals plain decode attention over all the keys (decode_attention_ref is the reference).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+
+from kernels.common import dot_in_f32, dot_precision
+
+BLOCK_N = 64
+MIN_SPLIT = 256     # fewest prefix keys worth a split of their own
+# Splits per prefix. Fixed, so a launch's compiled variant does not change with the batch: 4 splits of
+# a group of 16 sequences make 4 x kv heads programs of 64 query rows each.
+MAX_SPLITS = 4
+
+
+@dataclass(slots=True)
+class SharedPrefixes:
+    """Groups of a decode batch's sequences (row indices) with the length of the prefix they share."""
+    starts: torch.Tensor          # [B] int32: the prefix length of a member's group, 0 elsewhere
+    members: torch.Tensor         # [G, MEMBERS] int32 row indices, -1 padded
+    lengths: torch.Tensor         # [G] int32
+    prefix_splits: torch.Tensor   # [B] int32, written by the group kernel (0 for non-members)
+    per_group: int                # MEMBERS
+
+    @classmethod
+    def build(cls, batch: int, groups: list[tuple[list[int], int]], heads_per_kv: int, dtype: torch.dtype,
+              device: torch.device) -> "SharedPrefixes":
+        """groups: (rows, shared length) with rows disjoint and each length below every member's
+        seq_len. A group larger than one tile holds is cut into several."""
+        per_group = members_per_tile(heads_per_kv, dtype)
+        starts = [0] * batch
+        members, lengths = [], []
+        for rows, length in groups:
+            assert length > 0
+            for i in range(0, len(rows), per_group):
+                part = rows[i:i + per_group]
+                members.append(part + [-1] * (per_group - len(part)))
+                lengths.append(length)
+                for r in part:
+                    assert starts[r] == 0, f"row {r} is in two groups"
+                    starts[r] = length
+
+        def put(values, shape):
+            pinned = torch.tensor(values, dtype=torch.int32, pin_memory=device.type == "cuda")
+            return pinned.reshape(shape).to(device, non_blocking=True)     # queued: the device may be busy
+        return cls(put(starts, (batch,)), put(members, (len(members), per_group)), put(lengths, (len(lengths),)),
+                   torch.zeros(batch, dtype=torch.int32, device=device), per_group)
+
+
+def members_per_tile(heads_per_kv: int, dtype: torch.dtype) -> int:
+    """Sequences per group tile: rows = members x query heads of a kv head, 64 for 16-bit operands (16
+    for float32's three-pass dots, which spill registers beyond that), at least 16 rows for tl.dot."""
+    rows = 16 if dtype == torch.float32 else 64
+    return max(1, rows // triton.next_power_of_2(heads_per_kv))
+
+
+@triton.jit
+def _group_split_kernel(
+    Q, K, V, Table, Members, Lengths, PartO, PartLse, PrefixSplits,
+    qk_scale, num_heads, base, split_stride,
+    stride_qb, stride_qh, stride_ks, stride_kh, stride_vs, stride_vh, stride_tb,
+    GROUP: tl.constexpr, GROUP_P2: tl.constexpr, MEMBERS: tl.constexpr, D: tl.constexpr, D_P2: tl.constexpr,
+    BLOCK_N: tl.constexpr, MAX_SPLITS: tl.constexpr, MIN_SPLIT: tl.constexpr,
+    DOT_F32: tl.constexpr, PRECISION: tl.constexpr,
+):
+    g = tl.program_id(0).to(tl.int64)
+    kv_head = tl.program_id(1)
+    split = tl.program_id(2)
+    r = tl.arange(0, MEMBERS * GROUP_P2)
+    member = tl.load(Members + g * MEMBERS + r // GROUP_P2)
+    in_group = r % GROUP_P2
+    row_ok = (member >= 0) & (in_group < GROUP)
+    b = tl.where(row_ok, member, 0).to(tl.int64)
+    heads = kv_head * GROUP + in_group
+    d = tl.arange(0, D_P2)
+    d_ok = d < D
+
+    # The prefix [0, length) in n_splits chunks of `chunk` keys, as the decode split kernel cuts a sequence.
+    length = tl.load(Lengths + g)
+    first = tl.load(Members + g * MEMBERS).to(tl.int64)     # every member's row holds the prefix's slots
+    wanted = tl.minimum(tl.maximum((length + MIN_SPLIT - 1) // MIN_SPLIT, 1), MAX_SPLITS)
+    chunk = tl.maximum(((length + wanted - 1) // wanted + BLOCK_N - 1) // BLOCK_N * BLOCK_N, BLOCK_N)
+    n_splits = tl.maximum((length + chunk - 1) // chunk, 1)
+    first_program = (split == 0) & (kv_head == 0)
+    tl.store(PrefixSplits + b, n_splits + b * 0, mask=tl.where(first_program, row_ok & (in_group == 0), False))
+    lo = split * chunk
+    hi = tl.minimum(lo + chunk, length)
+
+    q = tl.load(Q + b[:, None] * stride_qb + heads[:, None] * stride_qh + d[None, :],
+                mask=row_ok[:, None] & d_ok[None, :], other=0.0)
+    if DOT_F32:
+        q = q.to(tl.float32)
+    m_i = tl.full([MEMBERS * GROUP_P2], -1.0e30, tl.float32)
+    l_i = tl.zeros([MEMBERS * GROUP_P2], tl.float32)
+    acc = tl.zeros([MEMBERS * GROUP_P2, D_P2], tl.float32)
+    for n0 in range(lo, hi, BLOCK_N):
+        pos = n0 + tl.arange(0, BLOCK_N)
+        key_ok = pos < hi
+        slots = tl.load(Table + first * stride_tb + pos, mask=key_ok, other=0).to(tl.int64)
+        k = tl.load(K + slots[None, :] * stride_ks + kv_head * stride_kh + d[:, None],
+                    mask=key_ok[None, :] & d_ok[:, None], other=0.0)
+        v = tl.load(V + slots[:, None] * stride_vs + kv_head * stride_vh + d[None, :],
+                    mask=key_ok[:, None] & d_ok[None, :], other=0.0)
+        if DOT_F32:
+            k = k.to(tl.float32)
+            v = v.to(tl.float32)
+        s = tl.dot(q, k, input_precision=PRECISION) * qk_scale
+        s = tl.where(key_ok[None, :], s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        alpha = tl.exp2(m_i - m_new)
+        p = tl.exp2(s - m_new[:, None])
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
+        m_i = m_new
+
+    has_keys = l_i > 0
+    l_safe = tl.where(has_keys, l_i, 1.0)
+    lse = tl.where(has_keys, m_i + tl.log2(l_safe), float("-inf"))
+    row = (b * num_heads + heads) * split_stride + base + split
+    used = tl.where(split < n_splits, row_ok, False)
+    tl.store(PartLse + row, lse, mask=used)
+    tl.store(PartO + row[:, None] * D_P2 + d[None, :], acc / l_safe[:, None], mask=used[:, None])
+
+
+def shared_prefix_splits(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, token_table: torch.Tensor,
+                         shared: SharedPrefixes, part_o: torch.Tensor, part_lse: torch.Tensor, base: int,
+                         qk_scale: float) -> None:
+    """Fill the prefix splits [base, base + MAX_SPLITS) of part_o / part_lse ([B, H, stride, ...]) and
+    shared.prefix_splits, for kernels.decode_attention's merge."""
+    groups = shared.members.shape[0]
+    if groups == 0:
+        return
+    heads, dim = q.shape[1], q.shape[2]
+    kv_heads = k_cache.shape[1]
+    group = heads // kv_heads
+    assert shared.members.shape[1] == shared.per_group and part_o.shape[2] >= base + MAX_SPLITS
+    _group_split_kernel[(groups, kv_heads, MAX_SPLITS)](
+        q, k_cache, v_cache, token_table, shared.members, shared.lengths, part_o, part_lse, shared.prefix_splits,
+        qk_scale, heads, base, part_o.shape[2],
+        q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), v_cache.stride(0), v_cache.stride(1),
+        token_table.stride(0),
+        GROUP=group, GROUP_P2=triton.next_power_of_2(group), MEMBERS=shared.per_group, D=dim,
+        D_P2=part_o.shape[3], BLOCK_N=BLOCK_N, MAX_SPLITS=MAX_SPLITS, MIN_SPLIT=MIN_SPLIT,
+        DOT_F32=dot_in_f32(q.dtype), PRECISION=dot_precision(q.dtype),
+        num_warps=4, num_stages=2,
+    )
