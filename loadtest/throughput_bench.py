@@ -9,7 +9,8 @@ Workloads (token ids drawn from a seed, `ignore_eos`, temperature 1; every reque
   batches of `--hf-batch`, each batch run to its longest output; only the tokens asked for count)
   over the first `--hf-requests` of the same requests.
 - shared-prefix: `--groups` (64) groups x 16 prompts, each a group's 2,048-token system prompt and a
-  128-token question, 256-token answers; output tokens per second with the radix cache on and off.
+  128-token question, 256-token answers; output tokens per second with the radix cache on and off (and
+  with `--grouped-prefixes`, on with decode attention reading each shared prefix once per group).
 
 The model has the preset's shape with Llama 3's real tokenizer (npm, cached) and random bf16 weights
 drawn on the device (ModelRunner(random_weights=True)): throughput does not depend on the values when
@@ -80,23 +81,28 @@ class EngineRun:
     decode: dict[str, float]        # per decode step: batch, schedule / forward / finish µs
 
 
-def run_engine(path: Path, jobs: list[Job], args, radix: bool = True) -> EngineRun:
+def run_engine(path: Path, jobs: list[Job], args, radix: bool = True, group_prefixes: bool = False) -> EngineRun:
     """The jobs through a fresh engine, after a short warm-up; the engine's memory is freed on return."""
     longest = max(len(j.prompt) + j.output_len for j in jobs)
     sizing = {"mem_fraction": args.mem_fraction} if torch.cuda.is_available() else \
         {"kv_slots": sum(len(j.prompt) + j.output_len for j in jobs) + 1024}
     engine = Engine(path, device=args.device, dtype="bfloat16" if torch.cuda.is_available() else "float32",
                     max_running=args.max_running, chunk_tokens=args.chunk_tokens, max_context=longest + 8,
-                    radix=radix, random_weights=True, **sizing)
+                    radix=radix, random_weights=True, group_prefixes=group_prefixes, **sizing)
     try:
         vocab = engine.runner.cfg.vocab_size
+        # Warm-up compiles what the run will launch: decode graphs are captured already, the grouped
+        # decode of shared prefixes (eager) is not.
         asyncio.run(drive(engine, random_jobs(8, 16, 64, vocab, seed=99), "warm"))
+        if torch.cuda.is_available():
+            system = min(2048, longest - 64)
+            asyncio.run(drive(engine, shared_prefix_jobs(2, 12, system, 16, 8, vocab, seed=98), "warm-shared"))
         engine.cache.reset()
         engine.timings.reset()
         computed = engine.runner.computed_tokens
         start = time.perf_counter()
         profile = cProfile.Profile() if args.profile else None
-        if profile is not None:                     # the engine thread's steps only
+        if profile is not None:          # the engine thread's steps (and on Python 3.12+ other threads too)
             step = engine.step
             engine.step = lambda: profile.runcall(step)
         tokens = asyncio.run(drive(engine, jobs, "job"))
@@ -105,7 +111,7 @@ def run_engine(path: Path, jobs: list[Job], args, radix: bool = True) -> EngineR
             pstats.Stats(profile).sort_stats("tottime").print_stats(args.profile)
         d = engine.timings.decode
         run = EngineRun(seconds, tokens, engine.runner.computed_tokens - computed, engine.timings.prefill.steps,
-                        {**d.per_step_us(), "steps": d.steps})
+                        {**d.per_step_us(), "steps": d.steps, "grouped": engine.runner.grouped_decodes})
     finally:
         engine.shutdown()
         del engine
@@ -149,10 +155,11 @@ def report(name: str, seconds: float, tokens: int, run: EngineRun | None = None)
     extra = ""
     if run is not None:
         d = run.decode
-        extra = (f"; {run.computed:,} tokens computed, {run.prefill_steps} extend + {d['steps']} decode steps, "
-                 f"decode batch {d['batch']:.0f}, step {(d['schedule'] + d['forward'] + d['finish']) / 1e3:.1f} ms "
-                 f"(schedule {d['schedule'] / 1e3:.1f}, forward {d['forward'] / 1e3:.1f}, "
-                 f"sample+out {d['finish'] / 1e3:.1f})")
+        step = (d["schedule"] + d["forward"] + d["finish"]) / 1e3
+        grouped = f" ({d['grouped']} grouped)" if d["grouped"] else ""
+        extra = (f"; {run.computed:,} tokens computed, {run.prefill_steps} extend + {d['steps']} decode steps"
+                 f"{grouped}, decode batch {d['batch']:.0f}, step {step:.1f} ms (schedule {d['schedule'] / 1e3:.1f}, "
+                 f"forward {d['forward'] / 1e3:.1f}, output {d['finish'] / 1e3:.1f})")
     print(f"  {name:<28} {tokens:>9,} output tokens in {seconds:7.1f} s = {rate:9,.0f} tok/s{extra}", flush=True)
     return rate
 
@@ -181,6 +188,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--profile", type=int, default=0, help="print the engine step's N costliest functions")
+    ap.add_argument("--grouped-prefixes", action="store_true",
+                    help="also run shared-prefix with Engine(group_prefixes=True) (eager grouped decode)")
     args = ap.parse_args(argv)
     device = "cuda" if torch.cuda.is_available() and args.device in ("auto", "cuda") else "cpu"
     figures: dict[str, float] = {}
@@ -206,9 +215,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             print(f"shared-prefix: {args.groups} groups x {args.per_group} prompts, {args.system_len}-token system "
                   f"prompt + {args.question_len}-token question, {args.answer_len}-token answers")
             on = report_engine("radix cache on", run_engine(path, jobs, args, radix=True))
+            if args.grouped_prefixes:
+                grouped = report_engine("on, grouped prefix reads", run_engine(path, jobs, args, group_prefixes=True))
             off = report_engine("radix cache off", run_engine(path, jobs, args, radix=False))
             figures["shared_prefix_ratio"] = on / off
-            print(f"  radix on / off: {on / off:.2f}x (goal >= 3x)")
+            print(f"  radix on / off: {on / off:.2f}x (goal >= 3x)"
+                  + (f"; grouped prefix reads / off: {grouped / off:.2f}x" if args.grouped_prefixes else ""))
     return figures
 
 

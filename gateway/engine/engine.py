@@ -23,16 +23,16 @@ from gateway.engine.constrained import Constraints
 from gateway.engine.program import run_program
 from gateway.engine.radix_cache import RadixCache
 from gateway.engine.outbox import Outbox
+from gateway.engine.outputs import Outputs
 from gateway.engine.request import Req, ReqGroup
 from gateway.engine.runner import ModelRunner
-from gateway.engine.sampler import SampleOutput, Sampler, SamplingRow
+from gateway.engine.sampler import Sampler, SamplingRow
 from gateway.engine.scheduler import Scheduler
 from gateway.engine.stats import StepTimings
 from gateway.engine.stop import StopStrings
 from gateway.engine.tokenizer import Tokenizer
 from gateway.engine.tools import ToolCallStream, ToolFormat, tool_grammar
-from gateway.protocol import (BackendUnavailable, Delta, GenerateRequest, InvalidRequest, ModelCard, Overloaded,
-                               TokenLogprob)
+from gateway.protocol import BackendUnavailable, Delta, GenerateRequest, InvalidRequest, ModelCard, Overloaded
 from gateway.structured.constraint import compile_constraint
 from gateway.structured.grammar import Grammar
 from gateway.structured.matcher import Matcher
@@ -46,7 +46,8 @@ class Engine:
                  kv_slots: int = 16384, max_running: int = 256, chunk_tokens: int = 2048,
                  max_context: int | None = None, radix: bool = True, debug_checks: bool = False,
                  max_waiting: int = 4096, jump_forward: bool = True, attention: str = "auto",
-                 cuda_graphs: bool = True, mem_fraction: float = 0.0, random_weights: bool = False):
+                 cuda_graphs: bool = True, mem_fraction: float = 0.0, random_weights: bool = False,
+                 group_prefixes: bool = False):
         self.name = name or Path(path).name
         dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                            "cpu" if device == "auto" else device)
@@ -56,17 +57,17 @@ class Engine:
         self.cache = RadixCache(self.runner.pool, enabled=radix)
         self.scheduler = Scheduler(self.runner.pool, self.runner.req_pool, self.cache, max_running=max_running,
                                    chunk_tokens=chunk_tokens)
+        if group_prefixes and radix and self.runner.groups_prefixes:
+            self.scheduler.min_shared_prefix = 256
         self.sampler = Sampler(self.runner.cfg.vocab_size, dev)
         self.tool_format = ToolFormat.detect(self.tokenizer.hf.chat_template)
         self.constraints = Constraints(self.tokenizer, self.runner.cfg.vocab_size, dev, jump_forward)
         self.debug_checks = debug_checks
         self.max_waiting = max_waiting
         self.timings = StepTimings()
-        self.prompt_tokens = self.cached_prompt_tokens = 0     # over finished requests, for the hit rate
-        self._groups: dict[str, list[Req]] = {}
+        self.outputs = Outputs(self.tokenizer, self.constraints, self.scheduler)
         self._inbox: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._outbox = Outbox()
-        self._deferred: list[tuple] = []        # (req, sampled token, tokens appended, SampleOutput, row, reason)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="radixgate-engine", daemon=True)
         self._thread.start()
@@ -85,8 +86,16 @@ class Engine:
         pool = self.runner.pool
         return {"queue_depth": len(self.scheduler.waiting), "running": len(self.scheduler.running) +
                 len(self.scheduler.prefilling), "kv_used_fraction": 1 - pool.available / (pool.num_slots - 1),
-                "radix_hit_rate": self.cached_prompt_tokens / max(self.prompt_tokens, 1),
+                "radix_hit_rate": self.outputs.cached_prompt_tokens / max(self.outputs.prompt_tokens, 1),
                 "radix_cached_slots": self.cache.total_size}
+
+    @property
+    def prompt_tokens(self) -> int:
+        return self.outputs.prompt_tokens
+
+    @property
+    def cached_prompt_tokens(self) -> int:
+        return self.outputs.cached_prompt_tokens
 
     async def abort(self, request_id: str) -> None:
         self._inbox.put(lambda: self._abort(request_id))
@@ -209,19 +218,19 @@ class Engine:
     def _add(self, reqs: list[Req]) -> None:
         for r in reqs[1:]:
             r.after = reqs[0]                 # siblings share the prompt: compute it once
-        self._groups[reqs[0].group.request_id] = reqs
+        self.outputs.groups[reqs[0].group.request_id] = reqs
         for r in reqs:
             if r.max_new_tokens == 0:
-                self._finish(r, "length", "")
+                self.outputs.finish(r, "length", "")
             else:
                 self.scheduler.add(r)
 
     def _abort(self, request_id: str) -> None:
-        self._report_deferred()                      # what it generated before the abort comes first
-        for r in self._groups.get(request_id, []):
+        self.outputs.report_deferred()                      # what it generated before the abort comes first
+        for r in self.outputs.groups.get(request_id, []):
             if r.finish_reason is None:
                 self.scheduler.finish(r, "abort")
-                self._finish(r, "abort", "")
+                self.outputs.finish(r, "abort", "")
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -249,12 +258,12 @@ class Engine:
         t0 = time.perf_counter()
         batch = self.scheduler.schedule()
         if self.scheduler.ended:
-            self._report_deferred()                  # a request's Deltas stay in order
+            self.outputs.report_deferred()                  # a request's Deltas stay in order
             for r in self.scheduler.ended:
-                self._finish(r, r.finish_reason, self._held_text(r)[0])
+                self.outputs.finish(r, r.finish_reason, self.outputs.held_text(r)[0])
             self.scheduler.ended.clear()
         if batch is None:
-            self._report_deferred()
+            self.outputs.report_deferred()
             return
         if self.debug_checks:
             self.scheduler.check_integrity(pending=batch)
@@ -265,16 +274,16 @@ class Engine:
             if reqs else None
         self.scheduler.commit(batch)
         t2 = time.perf_counter()
-        self._report_deferred()
+        self.outputs.report_deferred()
         t3 = time.perf_counter()
         out = drawn() if drawn is not None else None
         t4 = time.perf_counter()
         for j, r in enumerate(reqs):
             if batch.is_prefill:
                 self.scheduler.promote(r)
-            self._append(r, out, j)
+            self.outputs.append(r, out, j)
         if not self.scheduler.has_work:
-            self._report_deferred()
+            self.outputs.report_deferred()
         if self.debug_checks:
             self.scheduler.check_integrity()
         self.timings.add(batch.is_prefill, len(batch.reqs), schedule=t1 - t0, forward=t2 - t1 + t4 - t3,
@@ -284,96 +293,12 @@ class Engine:
         rows = [SamplingRow(r.params, r.prompt_ids, r.output_ids, r.generator) for r in reqs]
         return self.sampler.launch(logits, rows, self.constraints.bitmask([r.matcher for r in reqs]))
 
-    def _logprob(self, out: SampleOutput, j: int, r: Req) -> TokenLogprob | None:
-        if not r.params.logprobs:
-            return None
-        piece = self.tokenizer.decode
-        token = out.token_ids[j]
-        top = [(t, piece([t]), lp) for t, lp in (out.top_logprobs[j] if out.top_logprobs else [])]
-        return TokenLogprob(token, piece([token]), out.logprobs[j], top)
-
-    @staticmethod
-    def _deferrable(r: Req) -> bool:
-        """Whether r's output can be reported a step late: only stop strings and tool calls, found in
-        the text, end a request there; every other ending is known from the token ids."""
-        return not r.stops.stops and r.tool_stream is None
-
-    def _append(self, r: Req, out: SampleOutput, j: int) -> None:
-        """Advance r by its sampled token (or the forced stretch or ending that follows it)."""
-        token = out.token_ids[j]
-        tokens, complete, closed = [token], False, False
-        if r.matcher is not None and token not in r.stop_ids:
-            tokens, complete, closed = self.constraints.follow(r.matcher, token, r.max_new_tokens - len(r.output_ids))
-        r.output_ids.extend(tokens)
-        stopped = complete or token in r.stop_ids
-        reason = "stop" if stopped else "length" if closed or len(r.output_ids) >= r.max_new_tokens else None
-        if not self._deferrable(r):
-            self._report(r, token, tokens, self._logprob(out, j, r), reason)
-            return
-        if reason is not None:
-            self.scheduler.finish(r, reason)
-        self._deferred.append((r, token, tokens, out, j, reason))
-
-    def _report_deferred(self) -> None:
-        deferred, self._deferred = self._deferred, []
-        for r, token, tokens, out, j, reason in deferred:
-            self._report(r, token, tokens, self._logprob(out, j, r), reason)
-
-    def _report(self, r: Req, token: int, tokens: list[int], logprob: TokenLogprob | None,
-                reason: str | None) -> None:
-        """Text, logprobs and tool calls of r's new tokens as a Delta; the last one finishes r."""
-        sampled = [logprob] if tokens[:1] == [token] else []      # else the ending replaced the sampled token
-        logprobs = sampled + [TokenLogprob(t, self.tokenizer.decode([t]), 0.0) for t in tokens[len(sampled):]] \
-            if logprob else None
-        text, hit = ("", False) if token in r.stop_ids else r.stops.feed(r.detok.push(tokens))
-        if hit:
-            reason = "stop"
-        elif reason is not None:
-            tail, hit = self._held_text(r)
-            text, reason = text + tail, "stop" if hit else reason
-        calls = None
-        if r.tool_stream is not None:
-            text, calls = r.tool_stream.feed(text)
-            if reason is not None:
-                rest, more = r.tool_stream.flush()
-                text, calls = text + rest, calls + more
-                reason = "tool_calls" if r.tool_stream.calls and reason == "stop" else reason
-        if reason is None:
-            r.group.emit(Delta(r.index, text, tokens, logprobs, tool_calls=calls or None))
-            return
-        if r.finish_reason is None:
-            self.scheduler.finish(r, reason)
-        self._finish(r, reason, text, tokens, logprobs, calls)
-
-    @staticmethod
-    def _held_text(r: Req) -> tuple[str, bool]:
-        """At the end: the text held back for a partial character or a possible stop string."""
-        tail, hit = r.stops.feed(r.detok.flush())
-        return (tail, True) if hit else (tail + r.stops.flush(), False)
-
-    def _finish(self, r: Req, reason: str, text: str, tokens: list[int] = (), logprobs: list | None = None,
-                calls: list | None = None):
-        r.finish_reason = reason
-        g = r.group
-        g.usage.completion_tokens += len(r.output_ids)
-        if r.index == 0:
-            g.usage.cached_tokens = r.first_hit or 0
-        g.open_choices -= 1
-        usage = None
-        if g.open_choices == 0:
-            g.usage.prompt_tokens = g.prompt_len
-            usage = g.usage
-            self.prompt_tokens += g.usage.prompt_tokens
-            self.cached_prompt_tokens += g.usage.cached_tokens
-            self._groups.pop(g.request_id, None)
-        g.emit(Delta(r.index, text, list(tokens), logprobs, reason, usage, calls or None))
-
     def _fail_all(self, exc: Exception) -> None:
-        self._deferred.clear()
-        for reqs in list(self._groups.values()):
+        self.outputs.deferred.clear()
+        for reqs in list(self.outputs.groups.values()):
             for r in reqs:
                 if r.finish_reason is None:
                     self.scheduler.finish(r, "abort")
             reqs[0].group.emit(exc)
-        self._groups.clear()
+        self.outputs.groups.clear()
         self.scheduler.reclaim()

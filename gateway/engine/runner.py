@@ -16,15 +16,17 @@ from pathlib import Path
 import torch
 
 from gateway.engine.attention import AttentionBackend, AttentionMetadata, TorchAttention
-from gateway.engine.transfer import to_device
 from gateway.engine.cuda_graphs import DecodeGraphs
 from gateway.engine.kv_pool import KVPool, ReqToTokenPool
 from gateway.engine.models import ModelConfig, build_model, load_model, resolve_dtype
 from gateway.engine.models.loader import fill_random
+from gateway.engine.prefix_groups import tokens_saved
 from gateway.engine.scheduler import Batch
+from gateway.engine.transfer import to_device
 
 log = logging.getLogger(__name__)
 ATTENTION = ("auto", "triton", "torch")
+SHARED_MIN_SAVED = 32768     # prefix keys a grouped decode must save to be worth leaving the CUDA graph
 
 
 def select_backend(name: str, pool: KVPool, device: torch.device) -> AttentionBackend:
@@ -82,6 +84,11 @@ class ModelRunner:
         else:
             self.model = load_model(path, self.cfg, self.backend, device, self.dtype)
         self.computed_tokens = 0            # tokens run through the model, for cache accounting
+        # Decodes whose sequences share long cached prefixes read each prefix once per group (an eager
+        # forward: the groups change from step to step, a graph's launches cannot).
+        self.groups_prefixes = self.backend.supports_shared_prefixes and self.cfg.sliding_window is None
+        self.shared_min_saved = SHARED_MIN_SAVED
+        self.grouped_decodes = 0
         self.graphs: DecodeGraphs | None = None
         if cuda_graphs and device.type == "cuda":
             if self.backend.supports_graphs:
@@ -109,19 +116,27 @@ class ModelRunner:
             positions += range(r.kv_len, r.kv_len + ext)
             seq_lens.append(r.kv_len + ext)
         self.computed_tokens += len(ids)
-        return self.run(ids, positions, seq_lens, batch.extend_lens, [r.row for r in batch.reqs])
+        grouped = self.groups_prefixes and batch.shared and tokens_saved(batch.shared) >= self.shared_min_saved
+        shared = batch.shared if grouped else None
+        return self.run(ids, positions, seq_lens, batch.extend_lens, [r.row for r in batch.reqs], shared=shared)
 
     @torch.inference_mode()
     def run(self, ids: list[int], positions: list[int], seq_lens: list[int], extend_lens: list[int],
-            rows: list[int], graphs: bool = True) -> torch.Tensor:
+            rows: list[int], graphs: bool = True, shared: list[tuple[list[int], int]] | None = None) -> torch.Tensor:
         """Sequence i (row rows[i] of req_to_token, whose slots for its new tokens are allocated) extends
         by extend_lens[i] tokens to seq_lens[i]; ids and positions are the new tokens, packed. Returns
-        float32 logits at each sequence's last new token. A decode that fits a captured graph replays it."""
-        if graphs and self.graphs is not None and len(ids) == len(rows) <= self.graphs.max_batch:
+        float32 logits at each sequence's last new token. A decode that fits a captured graph replays it,
+        unless `shared` (prefix groups of a decode, see engine.prefix_groups) asks for grouped attention."""
+        if graphs and not shared and self.graphs is not None and len(ids) == len(rows) <= self.graphs.max_batch:
             return self.graphs.run(ids, positions, seq_lens, rows)
         dev = self.device
         table = self.req_pool.table[to_device(rows, torch.int64, dev)]
-        self.backend.prepare(AttentionMetadata.build(seq_lens, extend_lens, table))
+        meta = AttentionMetadata.build(seq_lens, extend_lens, table)
+        if shared:
+            assert meta.is_decode and self.groups_prefixes
+            meta.shared = shared
+            self.grouped_decodes += 1
+        self.backend.prepare(meta)
         hidden = self.model(to_device(ids, torch.int64, dev), to_device(positions, torch.int64, dev))
         last = to_device(list(accumulate(extend_lens)), torch.int64, dev) - 1
         return self.model.compute_logits(hidden[last]).float()

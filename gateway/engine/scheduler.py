@@ -11,11 +11,12 @@ freed, its lock dropped and its row returned, whether it finished, was aborted o
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from gateway.engine.kv_pool import KVPool, ReqToTokenPool
+from gateway.engine.prefix_groups import prefix_groups
 from gateway.engine.radix_cache import RadixCache
 from gateway.engine.request import Req
 from gateway.engine.transfer import to_device
@@ -26,6 +27,7 @@ class Batch:
     reqs: list[Req]
     extend_lens: list[int]
     is_prefill: bool
+    shared: list[tuple[list[int], int]] = field(default_factory=list)   # decode: prefix_groups of reqs
 
     def samples(self, i: int) -> bool:
         """Whether request i's last new token yields the next output token (its prefill is done)."""
@@ -45,6 +47,7 @@ class Scheduler:
         self.step_no = 0
         self.retractions = 0
         self.ended: list[Req] = []          # finished by the scheduler itself; the engine reports them
+        self.min_shared_prefix = 0          # > 0: decode batches carry prefix groups this deep (engine.prefix_groups)
 
     @property
     def has_work(self) -> bool:
@@ -139,7 +142,8 @@ class Scheduler:
         rows = to_device([r.row for r in reqs], torch.int64, table.device)
         cols = to_device([r.kv_len for r in reqs], torch.int64, table.device)
         table[rows, cols] = to_device(slots, torch.int32, table.device)
-        return Batch(reqs, exts, False)
+        groups = prefix_groups(reqs, self.min_shared_prefix) if self.min_shared_prefix and len(reqs) > 1 else []
+        return Batch(reqs, exts, False, groups)
 
     def _extend_row(self, r: Req, n: int) -> bool:
         """Allocate slots for r's next n tokens into its row (evicting cached leaves if needed)."""

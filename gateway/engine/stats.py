@@ -1,6 +1,7 @@
-"""Where an engine step's time goes: scheduling (CPU), the model forward, and sampling plus
-output processing (`finish`). Kept per step kind so the benchmark can put the scheduler's CPU
-cost beside the model step time."""
+"""Where an engine step's time goes: scheduling (CPU); `forward`, launching the model and the sampling
+and waiting for the device's results; `finish`, output processing (the previous step's deferred
+reports, run while the device works, and this step's appends). Kept per step kind so the benchmark can
+put the scheduler's CPU cost beside the model step time."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -23,6 +23,7 @@ class AttentionMetadata:
     out_slots: torch.Tensor     # [sum extend_lens] int64, where each new token's K/V goes
     seq_lens_cpu: list[int]
     extend_lens_cpu: list[int]
+    shared: list[tuple[list[int], int]] | None = None    # decode: sequences sharing a prefix (prefix_groups)
 
     @property
     def is_decode(self) -> bool:
@@ -57,6 +58,8 @@ class AttentionBackend(ABC):
     # launches work whose shape depends only on the batch size, so a decode captured once in a CUDA
     # graph replays correctly for any lengths written into the same tensors (see engine.cuda_graphs).
     supports_graphs: bool = False
+    # A backend that supports shared prefixes attends `meta.shared` groups' prefixes once per group.
+    supports_shared_prefixes: bool = False
 
     @abstractmethod
     def prepare(self, meta: AttentionMetadata) -> None:

@@ -3,7 +3,8 @@ token, else kernels.extend_attention; all over the same KVPool and slot tables a
 
 A decode forward reads only the metadata's device tensors and launches grids that depend only on the
 batch size and the table's width (the split count is computed on the device), so it never waits on the
-host and a captured decode stays valid for any lengths: `supports_graphs`.
+host and a captured decode stays valid for any lengths: `supports_graphs`. An eager decode whose metadata
+names groups of sequences sharing a prefix reads each prefix once per group (kernels.shared_prefix).
 """
 from __future__ import annotations
 
@@ -12,21 +13,25 @@ from gateway.engine.kv_pool import KVPool
 from kernels.decode_attention import decode_attention
 from kernels.extend_attention import extend_attention
 from kernels.kv_store import kv_store
+from kernels.shared_prefix import SharedPrefixes
 
 
 class TritonAttention(AttentionBackend):
     supports_graphs = True
+    supports_shared_prefixes = True
 
     def __init__(self, pool: KVPool):
         self.pool = pool
         self.meta: AttentionMetadata | None = None
         self.decode = False
         self.max_extend = 0
+        self.shared: SharedPrefixes | None = None
 
     def prepare(self, meta: AttentionMetadata) -> None:
         self.meta = meta
         self.decode = meta.is_decode
         self.max_extend = max(meta.extend_lens_cpu, default=0)     # sizes the extend grid, known on the host
+        self.shared = None                  # the groups as device tensors, built by the first layer
 
     def forward(self, q, k, v, layer, scale, window=None):
         meta = self.meta
@@ -34,6 +39,13 @@ class TritonAttention(AttentionBackend):
         k_cache, v_cache = self.pool.k[layer], self.pool.v[layer]
         kv_store(k, v, k_cache, v_cache, meta.out_slots)
         if self.decode:
-            return decode_attention(q, k_cache, v_cache, meta.token_table, meta.seq_lens, scale, window)
+            shared = None
+            if meta.shared and window is None:
+                if self.shared is None:
+                    self.shared = SharedPrefixes.build(q.shape[0], meta.shared, q.shape[1] // k_cache.shape[1],
+                                                       q.dtype, q.device)
+                shared = self.shared
+            return decode_attention(q, k_cache, v_cache, meta.token_table, meta.seq_lens, scale, window,
+                                    shared=shared)
         return extend_attention(q, k_cache, v_cache, meta.token_table, meta.seq_lens, meta.extend_lens, scale,
                                 window, max_extend=self.max_extend)
