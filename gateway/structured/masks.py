@@ -167,7 +167,7 @@ class MaskComputer:
         if w is None:
             w = walk(self.trie, self.num_words, trans, exits, 0, tails)
             self._store((tails.key, content), w)
-        return Walk(w.consumed, w.words, [(int(old[e]), rest) for e, rest in w.exits])
+        return Walk(w.consumed, w.words, [(int(old[e]), rest) for e, rest in w.exits], w.first_byte_index(self.trie))
 
     def _cached(self, key: tuple) -> Walk | None:
         found = self._walks.get(key)

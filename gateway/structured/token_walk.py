@@ -47,6 +47,20 @@ class Walk:
     consumed: np.ndarray                     # token ids the rule reads whole
     words: np.ndarray | None                 # the same as uint32 bitmask words, when large
     exits: list[tuple[int, Tails]]           # (exit state, tails still to read from there)
+    by_first_byte: tuple | None = None       # consumed sorted by first byte, and each byte's bounds
+
+    def first_bytes_in(self, trie: TokenTrie, keep: np.ndarray) -> np.ndarray:
+        """The consumed tokens whose first byte `keep` [256 bool] holds (the index is built once:
+        shared walks after the first byte are filtered so by many states)."""
+        ids, bounds = self.first_byte_index(trie)
+        return ids[np.repeat(keep, np.diff(bounds))]
+
+    def first_byte_index(self, trie: TokenTrie) -> tuple[np.ndarray, np.ndarray]:
+        if self.by_first_byte is None:
+            first = trie.first_byte[self.consumed]
+            order = np.argsort(first, kind="stable")
+            self.by_first_byte = (self.consumed[order], np.searchsorted(first[order], np.arange(257)))
+        return self.by_first_byte
 
 
 def pack_ids(ids: np.ndarray, num_words: int) -> np.ndarray:
@@ -168,7 +182,7 @@ def first_byte_split(trie: TokenTrie, num_words: int, trans: np.ndarray, exits: 
         else:
             after, keep = walk_from(int(t), shared), np.zeros(256, np.bool_)
             keep[level.byte[group]] = True
-        consumed.append(after.consumed if keep is None else after.consumed[keep[trie.first_byte[after.consumed]]])
+        consumed.append(after.consumed if keep is None else after.first_bytes_in(trie, keep))
         for e, tails in after.exits:
             for d, nodes in tails.roots.items():
                 if keep is not None:

@@ -25,14 +25,20 @@ import numpy as np
 SOURCE = r"""
 #include <stdint.h>
 
+typedef struct {            /* one trie node: 16 bytes, so a node's children share cache lines */
+    int32_t child_lo, child_hi;     /* its children, as global nodes */
+    int32_t tok;                    /* first sorted token under it */
+    uint16_t ends;                  /* sorted tokens from tok that end here */
+    uint8_t byte, pad;              /* the byte that leads to it */
+} Node;
+
 /* Depth-first from every root (nodes of one trie level): (global node, depth, state) on an
    explicit stack. A node reached by a byte records its tokens (those ending there) and, at an
    exit state, a hit. Outputs are appended from counts[0] (tokens) and counts[1] (hits) on, so
    roots of several depths take one call each. Returns 0, or -1 when a buffer would overflow
    (roots that overlap: the caller falls back). */
 int64_t walk(const int32_t *trans, const uint8_t *exits, int32_t start, int32_t max_depth,
-             const int64_t *level_off, const int64_t *child_lo, const int64_t *child_hi,
-             const int32_t *byte, const int64_t *lo, const int64_t *ends, const int64_t *ids,
+             const int64_t *level_off, const Node *nodes, const int64_t *ids,
              const int64_t *roots, int64_t n_roots, int32_t root_depth,
              int64_t *stack_node, int32_t *stack_depth, int32_t *stack_state, int64_t stack_cap,
              int64_t *consumed, int64_t consumed_cap, int64_t *counts,
@@ -46,22 +52,22 @@ int64_t walk(const int32_t *trans, const uint8_t *exits, int32_t start, int32_t 
     }
     while (top > 0) {
         top--;
-        int64_t node = stack_node[top];
+        const Node *node = nodes + stack_node[top];
         int32_t d = stack_depth[top], s = stack_state[top];
         if (d >= max_depth) continue;
         const int32_t *row = trans + (int64_t)s * 256;
-        int64_t base = level_off[d + 1];
-        for (int64_t c = base + child_lo[node]; c < base + child_hi[node]; c++) {
-            int32_t t = row[byte[c]];
+        for (int64_t c = node->child_lo; c < node->child_hi; c++) {
+            const Node *child = nodes + c;
+            int32_t t = row[child->byte];
             if (t < 0) continue;
-            int64_t e = ends[c];
+            int64_t e = child->ends;
             if (e > 0) {
                 if (nc + e > consumed_cap) return -1;
-                for (int64_t k = 0; k < e; k++) consumed[nc++] = ids[lo[c] + k];
+                for (int64_t k = 0; k < e; k++) consumed[nc++] = ids[child->tok + k];
             }
             if (exits[t]) {
                 if (nh >= hit_cap) return -1;
-                hit_depth[nh] = d + 1; hit_node[nh] = c - base; hit_state[nh] = t; nh++;
+                hit_depth[nh] = d + 1; hit_node[nh] = c - level_off[d + 1]; hit_state[nh] = t; nh++;
             }
             if (top >= stack_cap) return -1;
             stack_node[top] = c; stack_depth[top] = d + 1; stack_state[top] = t; top++;
@@ -73,6 +79,8 @@ int64_t walk(const int32_t *trans, const uint8_t *exits, int32_t start, int32_t 
 """
 
 _PTR = ctypes.c_void_p
+NODE = np.dtype([("child_lo", "<i4"), ("child_hi", "<i4"), ("tok", "<i4"), ("ends", "<u2"), ("byte", "u1"),
+                 ("pad", "u1")])
 
 
 def _build() -> ctypes.CDLL | None:
@@ -97,7 +105,7 @@ def _build() -> ctypes.CDLL | None:
         return None
     dll.walk.restype = ctypes.c_int64
     i64, i32 = ctypes.c_int64, ctypes.c_int32
-    dll.walk.argtypes = [_PTR, _PTR, i32, i32, *[_PTR] * 7, _PTR, i64, i32, _PTR, _PTR, _PTR, i64,
+    dll.walk.argtypes = [_PTR, _PTR, i32, i32, _PTR, _PTR, _PTR, _PTR, i64, i32, _PTR, _PTR, _PTR, i64,
                          _PTR, i64, _PTR, _PTR, _PTR, _PTR, i64]
     return dll
 
@@ -118,14 +126,16 @@ class FlatTrie:
     def __init__(self, trie):
         levels = trie.levels
         self.level_off = np.concatenate([[0], np.cumsum([len(l.lo) for l in levels])]).astype(np.int64)
-        cat = lambda name, dtype: np.ascontiguousarray(np.concatenate([getattr(l, name) for l in levels]), dtype)
-        self.child_lo, self.child_hi = cat("child_lo", np.int64), cat("child_hi", np.int64)
-        self.byte, self.lo, self.ends = cat("byte", np.int32), cat("lo", np.int64), cat("ends", np.int64)
+        cat = lambda name: np.concatenate([getattr(l, name) for l in levels])
+        below = np.concatenate([np.full(len(l.lo), self.level_off[min(d + 1, len(levels) - 1)])
+                                for d, l in enumerate(levels)])
+        self.nodes = np.zeros(int(self.level_off[-1]), NODE)
+        self.nodes["child_lo"], self.nodes["child_hi"] = cat("child_lo") + below, cat("child_hi") + below
+        self.nodes["tok"], self.nodes["ends"], self.nodes["byte"] = cat("lo"), cat("ends"), cat("byte")
         self.ids = np.ascontiguousarray(trie.ids, np.int64)
         self.depth = trie.depth
         self.num_nodes = int(self.level_off[-1])
-        self.arrays = [a.ctypes.data for a in (self.level_off, self.child_lo, self.child_hi, self.byte, self.lo,
-                                               self.ends, self.ids)]
+        self.arrays = [a.ctypes.data for a in (self.level_off, self.nodes, self.ids)]
         self._local = threading.local()
 
     def buffers(self) -> "_Buffers":
