@@ -27,36 +27,67 @@ MAX_SPLITS = 4
 
 @dataclass(slots=True)
 class SharedPrefixes:
-    """Groups of a decode batch's sequences (row indices) with the length of the prefix they share."""
+    """Groups of a decode batch's sequences (row indices) sharing a prefix, as device tensors. The
+    group tiles are padded with empty ones (members -1, length 0), which the kernel skips, so one
+    object of fixed shapes serves every step of a captured CUDA graph (`fill` rewrites it in place)."""
     starts: torch.Tensor          # [B] int32: the prefix length of a member's group, 0 elsewhere
-    members: torch.Tensor         # [G, MEMBERS] int32 row indices, -1 padded
-    lengths: torch.Tensor         # [G] int32
+    members: torch.Tensor         # [tiles, MEMBERS] int32 row indices, -1 padded
+    lengths: torch.Tensor         # [tiles] int32, 0 for an empty tile
     prefix_splits: torch.Tensor   # [B] int32, written by the group kernel (0 for non-members)
     per_group: int                # MEMBERS
 
     @classmethod
     def build(cls, batch: int, groups: list[tuple[list[int], int]], heads_per_kv: int, dtype: torch.dtype,
-              device: torch.device) -> "SharedPrefixes":
-        """groups: (rows, shared length) with rows disjoint and each length below every member's
-        seq_len. A group larger than one tile holds is cut into several."""
+              device: torch.device, tiles: int | None = None) -> "SharedPrefixes":
+        """groups: (rows, shared length) with rows disjoint, two or more per group, each length below
+        every member's seq_len. `tiles` (default: as many as the groups need) fixes the tile count."""
         per_group = members_per_tile(heads_per_kv, dtype)
-        starts = [0] * batch
-        members, lengths = [], []
+        tiles = max(1, batch // 2) if tiles is None and not groups else tiles
+        shared = cls(torch.zeros(batch, dtype=torch.int32, device=device), None, None,
+                     torch.zeros(batch, dtype=torch.int32, device=device), per_group)
+        rows = shared._host_rows(batch, groups, tiles)
+        shared.members = rows[1].to(device, non_blocking=True)
+        shared.lengths = rows[2].to(device, non_blocking=True)
+        shared.starts.copy_(rows[0], non_blocking=True)
+        return shared
+
+    def fill(self, groups: list[tuple[list[int], int]]) -> None:
+        """Rewrite the groups in place (same batch and tile count), in stream order."""
+        starts, members, lengths = self._host_rows(self.starts.shape[0], groups, self.lengths.shape[0])
+        self.starts.copy_(starts, non_blocking=True)
+        self.members.copy_(members, non_blocking=True)
+        self.lengths.copy_(lengths, non_blocking=True)
+
+    def _host_rows(self, batch: int, groups: list[tuple[list[int], int]], tiles: int | None):
+        """(starts, members, lengths) as pinned host tensors. A group larger than a tile is cut into
+        near-equal tiles, so every tile of a group of two or more holds two or more: batch // 2 tiles
+        always suffice."""
+        per_group = self.per_group
+        starts, members, lengths = [0] * batch, [], []
         for rows, length in groups:
-            assert length > 0
-            for i in range(0, len(rows), per_group):
-                part = rows[i:i + per_group]
+            assert length > 0 and len(rows) >= 2
+            parts = -(-len(rows) // per_group)
+            for i in range(parts):
+                part = rows[i * len(rows) // parts:(i + 1) * len(rows) // parts]
                 members.append(part + [-1] * (per_group - len(part)))
                 lengths.append(length)
                 for r in part:
                     assert starts[r] == 0, f"row {r} is in two groups"
                     starts[r] = length
+        tiles = len(lengths) if tiles is None else tiles
+        assert len(lengths) <= tiles, f"{len(lengths)} group tiles do not fit {tiles}"
+        members += [[-1] * per_group] * (tiles - len(lengths))
+        lengths += [0] * (tiles - len(lengths))
+        pin = self.starts.device.type == "cuda"        # then the copies are queued: the device may be busy
+        return (torch.tensor(starts, dtype=torch.int32, pin_memory=pin),
+                torch.tensor(members, dtype=torch.int32, pin_memory=pin).reshape(tiles, per_group),
+                torch.tensor(lengths, dtype=torch.int32, pin_memory=pin))
 
-        def put(values, shape):
-            pinned = torch.tensor(values, dtype=torch.int32, pin_memory=device.type == "cuda")
-            return pinned.reshape(shape).to(device, non_blocking=True)     # queued: the device may be busy
-        return cls(put(starts, (batch,)), put(members, (len(members), per_group)), put(lengths, (len(lengths),)),
-                   torch.zeros(batch, dtype=torch.int32, device=device), per_group)
+    def view(self, batch: int) -> "SharedPrefixes":
+        """The first `batch` rows and batch // 2 tiles: a smaller captured batch's share of the buffers."""
+        tiles = max(1, batch // 2)
+        return SharedPrefixes(self.starts[:batch], self.members[:tiles], self.lengths[:tiles],
+                              self.prefix_splits[:batch], self.per_group)
 
 
 def members_per_tile(heads_per_kv: int, dtype: torch.dtype) -> int:
@@ -146,6 +177,7 @@ def shared_prefix_splits(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.
     kv_heads = k_cache.shape[1]
     group = heads // kv_heads
     assert shared.members.shape[1] == shared.per_group and part_o.shape[2] >= base + MAX_SPLITS
+    shared.prefix_splits.zero_()           # a row in no group this step may have been in one before
     _group_split_kernel[(groups, kv_heads, MAX_SPLITS)](
         q, k_cache, v_cache, token_table, shared.members, shared.lengths, part_o, part_lse, shared.prefix_splits,
         qk_scale, heads, base, part_o.shape[2],

@@ -9,6 +9,9 @@ captured size >= n. Its rows n..size-1 are padding:
     seq_lens           0: the decode kernel gives them zero output and reads no key
     out_slots          0: the pool's padding slot, so their K/V lands where nobody reads it
 
+With `shared_prefixes`, the graphs also read groups of sequences that share a prefix (engine.prefix_groups)
+from fixed-shape buffers, rewritten before each replay; padding group tiles are empty and skipped.
+
 Graphs are captured largest first into one memory pool, so together they take about what the largest
 one needs. Only a backend with `supports_graphs` can be captured (its decode must not read host lists).
 With `capture=False` the same static-buffer forward runs eagerly: how tests check the padding on a CPU.
@@ -30,7 +33,9 @@ def graph_batch_sizes(max_batch: int) -> list[int]:
 
 class DecodeGraphs:
     def __init__(self, model: DecoderForCausalLM, backend: AttentionBackend, req_table: torch.Tensor,
-                 max_batch: int, capture: bool = True):
+                 max_batch: int, capture: bool = True, shared_prefixes: bool = False):
+        """`shared_prefixes`: the graphs read each group's shared prefix once (kernels.shared_prefix),
+        the groups of every step written into the same buffers (`run(..., shared=groups)`)."""
         assert backend.supports_graphs, f"{type(backend).__name__} cannot run a captured decode"
         self.model, self.backend, self.req_table = model, backend, req_table
         self.device = req_table.device
@@ -46,6 +51,14 @@ class DecodeGraphs:
         # The host lists are nominal: a graph-capable backend's decode reads only the device tensors.
         self.metas = {bs: AttentionMetadata(self.seq_lens[:bs], ones[:bs], self.table[:bs], self.out_slots[:bs],
                                             [1] * bs, [1] * bs) for bs in self.sizes}
+        self.shared = None
+        if shared_prefixes:
+            assert backend.supports_shared_prefixes
+            from kernels.shared_prefix import SharedPrefixes       # triton: only with a backend that has it
+            cfg = model.config
+            self.shared = SharedPrefixes.build(n, [], cfg.num_heads // cfg.num_kv_heads, self.logits.dtype, dev)
+            for bs, meta in self.metas.items():
+                meta.shared_prefixes = self.shared.view(bs)
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         if capture:
             self._capture()
@@ -58,9 +71,11 @@ class DecodeGraphs:
         return next(bs for bs in self.sizes if bs >= n)
 
     @torch.inference_mode()
-    def run(self, ids: list[int], positions: list[int], seq_lens: list[int], rows: list[int]) -> torch.Tensor:
+    def run(self, ids: list[int], positions: list[int], seq_lens: list[int], rows: list[int],
+            shared: list[tuple[list[int], int]] = ()) -> torch.Tensor:
         """float32 logits [n, vocab] of a decode: sequence i (row rows[i] of req_to_token, seq_lens[i]
-        tokens including the new one, ids[i] at positions[i]) extends by one token."""
+        tokens including the new one, ids[i] at positions[i]) extends by one token; `shared` groups
+        sequences by the prefix they share (engine.prefix_groups), where the graphs support it."""
         n = len(ids)
         assert 0 < n <= self.max_batch and len(positions) == len(seq_lens) == len(rows) == n
         bs = self.size_for(n)
@@ -73,6 +88,8 @@ class DecodeGraphs:
         self.table[:n, :width] = self.req_table[staged[3], :width]     # columns past a length are never read
         self.out_slots[:n] = self.req_table[staged[3], staged[2] - 1]
         self.out_slots[n:bs] = 0
+        if self.shared is not None:
+            self.metas[bs].shared_prefixes.fill(list(shared))
         if self.graphs:
             self.graphs[bs].replay()
         else:

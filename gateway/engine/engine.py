@@ -53,11 +53,12 @@ class Engine:
                            "cpu" if device == "auto" else device)
         self.tokenizer = Tokenizer.from_dir(path)
         self.runner = ModelRunner(path, dev, dtype, kv_slots, max_running, max_context, attention=attention,
-                                  cuda_graphs=cuda_graphs, mem_fraction=mem_fraction, random_weights=random_weights)
+                                  cuda_graphs=cuda_graphs, mem_fraction=mem_fraction, random_weights=random_weights,
+                                  group_prefixes=group_prefixes and radix)
         self.cache = RadixCache(self.runner.pool, enabled=radix)
         self.scheduler = Scheduler(self.runner.pool, self.runner.req_pool, self.cache, max_running=max_running,
                                    chunk_tokens=chunk_tokens)
-        if group_prefixes and radix and self.runner.groups_prefixes:
+        if self.runner.groups_prefixes:
             self.scheduler.min_shared_prefix = 256
         self.sampler = Sampler(self.runner.cfg.vocab_size, dev)
         self.tool_format = ToolFormat.detect(self.tokenizer.hf.chat_template)

@@ -33,7 +33,3 @@ def prefix_groups(reqs: Sequence[Req], min_length: int = 256) -> list[tuple[list
                 break
     return [g for g in groups.values() if len(g[0]) >= 2]
 
-
-def tokens_saved(groups: list[tuple[list[int], int]]) -> int:
-    """Prefix keys a grouped decode does not read, against one read per sequence."""
-    return sum((len(rows) - 1) * length for rows, length in groups)

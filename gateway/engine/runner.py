@@ -20,13 +20,11 @@ from gateway.engine.cuda_graphs import DecodeGraphs
 from gateway.engine.kv_pool import KVPool, ReqToTokenPool
 from gateway.engine.models import ModelConfig, build_model, load_model, resolve_dtype
 from gateway.engine.models.loader import fill_random
-from gateway.engine.prefix_groups import tokens_saved
 from gateway.engine.scheduler import Batch
 from gateway.engine.transfer import to_device
 
 log = logging.getLogger(__name__)
 ATTENTION = ("auto", "triton", "torch")
-SHARED_MIN_SAVED = 32768     # prefix keys a grouped decode must save to be worth leaving the CUDA graph
 
 
 def select_backend(name: str, pool: KVPool, device: torch.device) -> AttentionBackend:
@@ -66,9 +64,12 @@ def kv_slots_within(fraction: float, free: int, total: int, weight_bytes: int, t
 class ModelRunner:
     def __init__(self, path: str | Path, device: torch.device, dtype: str = "auto", kv_slots: int = 16384,
                  max_running: int = 256, max_context: int | None = None, *, attention: str = "auto",
-                 cuda_graphs: bool = True, mem_fraction: float = 0.0, random_weights: bool = False):
+                 cuda_graphs: bool = True, mem_fraction: float = 0.0, random_weights: bool = False,
+                 group_prefixes: bool = False):
         """`mem_fraction` > 0 sizes the KV pool from the device's free memory instead of `kv_slots`;
-        `random_weights` draws weights on the device instead of reading the checkpoint (benchmarks)."""
+        `random_weights` draws weights on the device instead of reading the checkpoint (benchmarks);
+        `group_prefixes`: decodes read a prefix shared by several sequences once per group, where the
+        backend can (`run(..., shared=...)`)."""
         self.cfg = ModelConfig.from_dir(path)
         self.device = device
         self.dtype = resolve_dtype(dtype, self.cfg, device)
@@ -84,16 +85,15 @@ class ModelRunner:
         else:
             self.model = load_model(path, self.cfg, self.backend, device, self.dtype)
         self.computed_tokens = 0            # tokens run through the model, for cache accounting
-        # Decodes whose sequences share long cached prefixes read each prefix once per group (an eager
-        # forward: the groups change from step to step, a graph's launches cannot).
-        self.groups_prefixes = self.backend.supports_shared_prefixes and self.cfg.sliding_window is None
-        self.shared_min_saved = SHARED_MIN_SAVED
+        self.groups_prefixes = group_prefixes and self.backend.supports_shared_prefixes and \
+            self.cfg.sliding_window is None
         self.grouped_decodes = 0
         self.graphs: DecodeGraphs | None = None
         if cuda_graphs and device.type == "cuda":
             if self.backend.supports_graphs:
                 start = time.perf_counter()
-                self.graphs = DecodeGraphs(self.model, self.backend, self.req_pool.table, max_running)
+                self.graphs = DecodeGraphs(self.model, self.backend, self.req_pool.table, max_running,
+                                           shared_prefixes=self.groups_prefixes)
                 log.info("captured decode graphs for batch sizes %s in %.1f s", self.graphs.sizes,
                          time.perf_counter() - start)
             else:
@@ -116,8 +116,7 @@ class ModelRunner:
             positions += range(r.kv_len, r.kv_len + ext)
             seq_lens.append(r.kv_len + ext)
         self.computed_tokens += len(ids)
-        grouped = self.groups_prefixes and batch.shared and tokens_saved(batch.shared) >= self.shared_min_saved
-        shared = batch.shared if grouped else None
+        shared = batch.shared if self.groups_prefixes else None
         return self.run(ids, positions, seq_lens, batch.extend_lens, [r.row for r in batch.reqs], shared=shared)
 
     @torch.inference_mode()
@@ -125,17 +124,17 @@ class ModelRunner:
             rows: list[int], graphs: bool = True, shared: list[tuple[list[int], int]] | None = None) -> torch.Tensor:
         """Sequence i (row rows[i] of req_to_token, whose slots for its new tokens are allocated) extends
         by extend_lens[i] tokens to seq_lens[i]; ids and positions are the new tokens, packed. Returns
-        float32 logits at each sequence's last new token. A decode that fits a captured graph replays it,
-        unless `shared` (prefix groups of a decode, see engine.prefix_groups) asks for grouped attention."""
-        if graphs and not shared and self.graphs is not None and len(ids) == len(rows) <= self.graphs.max_batch:
-            return self.graphs.run(ids, positions, seq_lens, rows)
+        float32 logits at each sequence's last new token. A decode that fits a captured graph replays it.
+        `shared`: a decode's prefix groups (engine.prefix_groups), given only when `groups_prefixes`."""
+        self.grouped_decodes += bool(shared)
+        if graphs and self.graphs is not None and len(ids) == len(rows) <= self.graphs.max_batch:
+            return self.graphs.run(ids, positions, seq_lens, rows, shared or ())
         dev = self.device
         table = self.req_pool.table[to_device(rows, torch.int64, dev)]
         meta = AttentionMetadata.build(seq_lens, extend_lens, table)
         if shared:
             assert meta.is_decode and self.groups_prefixes
             meta.shared = shared
-            self.grouped_decodes += 1
         self.backend.prepare(meta)
         hidden = self.model(to_device(ids, torch.int64, dev), to_device(positions, torch.int64, dev))
         last = to_device(list(accumulate(extend_lens)), torch.int64, dev) - 1

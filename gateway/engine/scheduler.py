@@ -118,18 +118,18 @@ class Scheduler:
     def _decode_batch(self) -> Batch | None:
         """Every running request extends by its uncomputed tokens: one after sampling, more after
         a jump-forward appended a forced stretch."""
-        need = lambda: sum(r.seq_len - r.kv_len for r in self.running)
-        while self.running and self.pool.available + self.cache.evictable_size < need():
+        exts = [len(r.prompt_ids) + len(r.output_ids) - r.kv_len for r in self.running]
+        while self.running and self.pool.available + self.cache.evictable_size < sum(exts):
             victims = self.prefilling + self.running
             if len(victims) == 1:                 # the pool cannot hold this request alone: it ends here
                 self.finish(victims[0], "length")
                 self.ended.append(victims[0])
                 break
             self._retract(min(victims, key=lambda r: (len(r.output_ids), -r.arrival)))
+            exts = [len(r.prompt_ids) + len(r.output_ids) - r.kv_len for r in self.running]
         if not self.running:
             return None
         reqs = list(self.running)
-        exts = [r.seq_len - r.kv_len for r in reqs]
         if sum(exts) != len(reqs):
             for r, ext in zip(reqs, exts):
                 assert self._extend_row(r, ext), "availability was ensured above"
@@ -139,8 +139,7 @@ class Scheduler:
         slots = self.pool.alloc(len(reqs))
         assert slots is not None, "availability was ensured above"
         table = self.req_pool.table
-        rows = to_device([r.row for r in reqs], torch.int64, table.device)
-        cols = to_device([r.kv_len for r in reqs], torch.int64, table.device)
+        rows, cols = to_device([[r.row for r in reqs], [r.kv_len for r in reqs]], torch.int64, table.device)
         table[rows, cols] = to_device(slots, torch.int32, table.device)
         groups = prefix_groups(reqs, self.min_shared_prefix) if self.min_shared_prefix and len(reqs) > 1 else []
         return Batch(reqs, exts, False, groups)

@@ -9,11 +9,13 @@ from importlib.util import find_spec
 import pytest
 import torch
 
+from gateway.engine.cuda_graphs import DecodeGraphs
 from gateway.engine.engine import Engine
 from gateway.engine.prefix_groups import prefix_groups
+from gateway.engine.runner import ModelRunner
 from gateway.protocol import GenerateRequest, SamplingParams
 from tests.engine.test_engine import GREEDY, assert_no_leak
-from tests.engine.test_triton_backend import CONTEXT, DEVICE, run, run_logprobs
+from tests.engine.test_triton_backend import CONTEXT, DEVICE, run, run_logprobs, start
 
 pytestmark = pytest.mark.skipif(find_spec("triton") is None, reason="triton is not installed")
 SYSTEM = 40
@@ -22,9 +24,9 @@ SYSTEM = 40
 def outputs(path, attention: str) -> tuple[list[dict], Engine]:
     """One request, then four at once sharing its first SYSTEM tokens (two with a longer shared part)."""
     engine = Engine(path, device=DEVICE, dtype="float32", attention=attention, kv_slots=1024, max_running=8,
-                    max_context=CONTEXT, debug_checks=True)
-    engine.scheduler.min_shared_prefix = 16       # the default (256) is for real prompts
-    engine.runner.shared_min_saved = 0
+                    max_context=CONTEXT, debug_checks=True, group_prefixes=True)
+    if engine.runner.groups_prefixes:
+        engine.scheduler.min_shared_prefix = 16       # the default (256) is for real prompts
     rng = random.Random(1)
     vocab = engine.runner.cfg.vocab_size
     system = [rng.randrange(vocab) for _ in range(SYSTEM)]
@@ -42,9 +44,34 @@ def test_grouped_decode_equals_the_torch_backend(model_dirs):
     expected, _ = outputs(model_dirs["qwen3"], "torch")
     got, engine = outputs(model_dirs["qwen3"], "triton")
     assert engine.runner.grouped_decodes >= 2, "the concurrent decodes ran grouped"
+    if engine.runner.graphs is not None:
+        assert engine.runner.graphs.shared is not None, "the decode graphs read shared prefixes"
     assert [g["tokens"] for g in got] == [e["tokens"] for e in expected]
     for g, e in zip(run_logprobs(got), run_logprobs(expected)):
         torch.testing.assert_close(g, e, atol=1e-4, rtol=0)
+
+
+def test_static_buffers_with_groups_give_the_torch_logits(model_dirs):
+    """The CUDA-graph path (static buffers, groups rewritten in place, padding rows and tiles), run
+    without capture: a grouped step, then the same rows ungrouped, then a padded batch grouped again."""
+    path = model_dirs["llama"]
+    triton, reference = [ModelRunner(path, torch.device(DEVICE), "float32", kv_slots=256, max_running=4,
+                                     max_context=CONTEXT, attention=a, cuda_graphs=False) for a in ("triton", "torch")]
+    static = DecodeGraphs(triton.model, triton.backend, triton.req_pool.table, 4, capture=False, shared_prefixes=True)
+    rng = random.Random(2)
+    prompts = [[rng.randrange(1000) for _ in range(n)] for n in (20, 9, 3)]
+    prompts.append(prompts[0][:17] + [rng.randrange(1000) for _ in range(4)])
+    rows = [start(r, prompts, shared=17, steps=3) for r in (triton, reference)][0]
+    lens = [len(p) for p in prompts]
+    for step, (batch, groups) in enumerate([([0, 1, 2, 3], [([0, 3], 17)]), ([0, 1, 2, 3], []),
+                                            ([0, 2, 3], [([0, 2], 17)])]):
+        ids = [rng.randrange(1000) for _ in batch]
+        args = (ids, [lens[i] + step for i in batch], [lens[i] + step + 1 for i in batch], [1] * len(batch),
+                [rows[i] for i in batch])
+        expected = reference.run(*args)
+        got = static.run(*args[:3], args[4], shared=groups)
+        torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+    assert static.shared.prefix_splits[3] == 0 and static.shared.lengths[1:].eq(0).all()
 
 
 class _Node:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -24,6 +25,7 @@ class AttentionMetadata:
     seq_lens_cpu: list[int]
     extend_lens_cpu: list[int]
     shared: list[tuple[list[int], int]] | None = None    # decode: sequences sharing a prefix (prefix_groups)
+    shared_prefixes: Any = None     # the same as a backend's device tensors, filled in place (CUDA graphs)
 
     @property
     def is_decode(self) -> bool:

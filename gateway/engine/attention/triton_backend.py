@@ -3,8 +3,9 @@ token, else kernels.extend_attention; all over the same KVPool and slot tables a
 
 A decode forward reads only the metadata's device tensors and launches grids that depend only on the
 batch size and the table's width (the split count is computed on the device), so it never waits on the
-host and a captured decode stays valid for any lengths: `supports_graphs`. An eager decode whose metadata
-names groups of sequences sharing a prefix reads each prefix once per group (kernels.shared_prefix).
+host and a captured decode stays valid for any lengths: `supports_graphs`. A decode whose metadata names
+groups of sequences sharing a prefix reads each prefix once per group (kernels.shared_prefix): as device
+tensors rewritten in place when captured (`meta.shared_prefixes`), else built here from the host groups.
 """
 from __future__ import annotations
 
@@ -39,8 +40,8 @@ class TritonAttention(AttentionBackend):
         k_cache, v_cache = self.pool.k[layer], self.pool.v[layer]
         kv_store(k, v, k_cache, v_cache, meta.out_slots)
         if self.decode:
-            shared = None
-            if meta.shared and window is None:
+            shared = meta.shared_prefixes if window is None else None
+            if shared is None and meta.shared and window is None:
                 if self.shared is None:
                     self.shared = SharedPrefixes.build(q.shape[0], meta.shared, q.shape[1] // k_cache.shape[1],
                                                        q.dtype, q.device)
