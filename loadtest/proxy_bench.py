@@ -233,6 +233,8 @@ def main() -> None:
     ap.add_argument("--rates", default="25,50,100,200,400,800,1200,1600,2400", help="requests per second")
     ap.add_argument("--seconds", type=float, default=4.0, help="measured seconds per rate")
     ap.add_argument("--warmup", type=float, default=0.3, help="unmeasured seconds at the start of each turn")
+    ap.add_argument("--min-requests", type=int, default=400,
+                    help="measured requests per rate and target at least (low rates run longer), so p99 means something")
     ap.add_argument("--rounds", type=int, default=4, help="turns per rate; each target runs seconds/rounds a turn")
     ap.add_argument("--stream", action="store_true", help="streamed requests (with usage) instead of plain ones")
     ap.add_argument("--litellm", type=Path, default=Path("/work/litellm-venv"), help="LiteLLM's venv")
@@ -250,7 +252,8 @@ def main() -> None:
             servers["litellm"] = lite
         for server in servers.values():
             prime(server.url, body)
-        print(f"Poisson arrivals, {args.seconds:g} s per rate and target in {args.rounds} turns (each after "
+        print(f"Poisson arrivals, {args.seconds:g} s (at least {args.min_requests} requests) per rate and target in "
+              f"{args.rounds} turns (each after "
               f"{args.warmup:g} s warm-up), "
               f"{'streamed' if args.stream else 'plain'} chat requests; latencies in ms; load average "
               f"{os.getloadavg()[0]:.2f} at start on {os.cpu_count()} cores; servers on "
@@ -267,8 +270,8 @@ def main() -> None:
                 for name, server in servers.items():
                     if name in live:
                         cpu = server.cpu_seconds()
-                        c = asyncio.run(run_cell(server.url, body, rate, args.seconds / args.rounds, args.warmup,
-                                                 seed=turn))
+                        seconds = max(args.seconds, args.min_requests / rate) / args.rounds
+                        c = asyncio.run(run_cell(server.url, body, rate, seconds, args.warmup, seed=turn))
                         c.cpu = server.cpu_seconds() - cpu
                         cells[name] = merge(cells[name], c) if name in cells else c
                         time.sleep(0.2)                  # let the server settle before the next target
