@@ -82,7 +82,7 @@ def test_a_slow_upstream_times_out_as_504_or_falls_back(proxy):
         chat(proxy.client(base))
     assert err.value.status_code == 504 and err.value.body["code"] == "upstream_timeout"
     fast, fast_url = proxy.upstream()
-    base, _ = proxy.gateway([slow_url, fast_url], timeout=0.3)
+    base, _ = proxy.gateway([slow_url, fast_url], timeout=0.5)
     assert chat(proxy.client(base)).choices[0].message.content == HELLO and fast.calls == 1
 
 

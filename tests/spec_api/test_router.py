@@ -53,7 +53,7 @@ def router_of(*stubs: Stub, cfg: RouterConfig = CFG, **member) -> Router:
 
 
 def test_least_outstanding_spreads_concurrent_requests():
-    stubs = [Stub(pause=0.05) for _ in range(3)]
+    stubs = [Stub(pause=0.2) for _ in range(3)]
     router = router_of(*stubs, cfg=RouterConfig(affinity=False))
 
     async def main():
@@ -63,7 +63,7 @@ def test_least_outstanding_spreads_concurrent_requests():
 
 
 def test_weights_share_the_load():
-    heavy, light = Stub(pause=0.05), Stub(pause=0.05)
+    heavy, light = Stub(pause=0.2), Stub(pause=0.2)
     router = Router([Member("heavy", heavy, weight=3), Member("light", light)], RouterConfig(affinity=False))
 
     async def main():
