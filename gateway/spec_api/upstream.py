@@ -133,7 +133,8 @@ def retry_after(headers: dict[str, str]) -> float | None:
 
 
 def status_error(name: str, status: int, raw: bytes, headers: dict[str, str]) -> UpstreamError:
-    """A 4xx is the client's: the same status and error body. 5xx becomes a gateway error naming the upstream."""
+    """A 4xx is the client's: the same status and error body, except 401/403, which refuse radixgate's own
+    key. 5xx becomes a gateway error naming the upstream."""
     try:
         body = json.loads(raw)
         error = body.get("error", body) if isinstance(body, dict) else {}
@@ -142,6 +143,9 @@ def status_error(name: str, status: int, raw: bytes, headers: dict[str, str]) ->
     error = error if isinstance(error, dict) else {"message": str(error)}
     message = error.get("message") if isinstance(error.get("message"), str) else \
         raw[:300].decode("utf-8", "replace") or f"HTTP {status}"
+    if status in (401, 403):                    # our credentials, not the client's: another upstream may take it
+        return UpstreamError(502, f"Upstream {name!r} refused radixgate's credentials ({status}): {message}",
+                             "server_error", "upstream_auth", retryable=True)
     if status < 500:
         kind = error.get("type") if isinstance(error.get("type"), str) else (
             "rate_limit_exceeded" if status == 429 else "invalid_request_error")

@@ -129,6 +129,19 @@ def test_upstream_client_errors_come_back_as_they_are_without_retry(one, status,
                               "code": code}
 
 
+def test_an_upstream_refusing_our_key_is_a_502_not_the_clients_401(proxy):
+    bad, bad_url = proxy.upstream()
+    good, good_url = proxy.upstream()
+    bad.reply = lambda body: Reply(status=401, message="Incorrect API key provided")
+    base, _ = proxy.gateway([bad_url])
+    with pytest.raises(openai.APIStatusError) as err:
+        chat(proxy.client(base))
+    assert err.value.status_code == 502 and err.value.body["code"] == "upstream_auth"
+    base, _ = proxy.gateway([bad_url, good_url])
+    for _ in range(4):                                       # wherever it lands first, the good one answers
+        assert chat(proxy.client(base)).choices[0].message.content == "Hello, world!"
+
+
 # ----- configuration ----------------------------------------------------------------------------
 
 def test_config_file_yaml_and_json(tmp_path, monkeypatch):
