@@ -23,6 +23,7 @@ class ToolFormat:
     opening: str            # text before the JSON object of each call
     args_key: str
     closing: str            # text after it
+    text_first: bool        # text (thinking, a preamble) may come before the calls: their opening is distinct
 
     def prefix(self, name: str) -> bytes:
         return (self.opening + json.dumps({"name": name})[:-1] + f', "{self.args_key}": ').encode()
@@ -32,16 +33,17 @@ class ToolFormat:
         return ("}" + self.closing).encode()
 
     @property
-    def trigger(self) -> bytes:
-        return (self.opening or "{")[:1].encode()
+    def trigger(self) -> str:
+        """What starts the calls: the opening tag, or a bare JSON object's brace (then only first)."""
+        return self.opening.strip() if self.text_first else (self.opening or "{")[:1]
 
     @classmethod
     def detect(cls, chat_template) -> "ToolFormat | None":
         source = json.dumps(chat_template) if not isinstance(chat_template, str) else chat_template
         if "<tool_call>" in source:
-            return cls("hermes", "<tool_call>\n", "arguments", "\n</tool_call>")
+            return cls("hermes", "<tool_call>\n", "arguments", "\n</tool_call>", text_first=True)
         if '"parameters"' in source or "ipython" in source:
-            return cls("llama3_json", "", "parameters", "")
+            return cls("llama3_json", "", "parameters", "", text_first=False)
         return None
 
 
@@ -68,30 +70,43 @@ def _tool_grammar(fmt: ToolFormat, spec_json: str) -> Grammar:
             raise InvalidRequest(f"cannot enforce the parameters of tool '{fn['name']}': {err}",
                                  "tools" + (f".{keyword}" if keyword else "")) from None
         branches.append((fmt.prefix(fn["name"]), args, fmt.suffix))
+    auto = choice == "auto"
     return alternatives(branches, separator=b"\n" if spec["parallel"] else None,
-                        free_text_unless=fmt.trigger if choice == "auto" else None)
+                        free_text_unless=fmt.trigger.encode() if auto and not fmt.text_first else None,
+                        text_before=fmt.trigger.encode() if auto and fmt.text_first else None)
 
 
 class ToolCallStream:
-    """Splits a choice's generated text into content and complete tool calls, as it arrives."""
+    """Splits a choice's generated text into content and complete tool calls, as it arrives. Content
+    ends where the calls begin: at the first character (a bare JSON format) or at the opening tag
+    (text first), text that could be the start of the tag held back until it is decided."""
 
     def __init__(self, fmt: ToolFormat):
         self.fmt, self.buffer, self.mode, self.calls = fmt, "", None, 0
 
     def feed(self, text: str) -> tuple[str, list[ToolCall]]:
-        if self.mode is None:
-            self.buffer += text
+        self.buffer += text
+        if self.mode == "calls":
+            return "", self._complete_calls()
+        trigger = self.fmt.trigger
+        if self.mode is None and not self.fmt.text_first:
             if not self.buffer:
                 return "", []
-            self.mode = "calls" if self.buffer.startswith(self.fmt.trigger.decode()) else "text"
-            text, self.buffer = self.buffer, ""
+            self.mode = "calls" if self.buffer.startswith(trigger) else "text"
         if self.mode == "text":
+            text, self.buffer = self.buffer, ""
             return text, []
-        self.buffer += text
-        return "", self._complete_calls()
+        at = self.buffer.find(trigger)
+        if at >= 0:
+            content, self.buffer, self.mode = self.buffer[:at], self.buffer[at:], "calls"
+            return content, self._complete_calls()
+        hold = next((n for n in range(min(len(trigger) - 1, len(self.buffer)), 0, -1)
+                     if self.buffer.endswith(trigger[:n])), 0)
+        content, self.buffer = self.buffer[:len(self.buffer) - hold], self.buffer[len(self.buffer) - hold:]
+        return content, []
 
     def flush(self) -> tuple[str, list[ToolCall]]:
-        if self.mode is None:
+        if self.mode != "calls":
             text, self.buffer = self.buffer, ""
             return text, []
         return "", self._complete_calls()

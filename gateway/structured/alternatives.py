@@ -13,9 +13,11 @@ from gateway.structured.grammar import Dfa, Grammar, Rule
 
 
 def alternatives(branches: list[tuple[bytes, Grammar, bytes]], *, separator: bytes | None = None,
-                 free_text_unless: bytes | None = None) -> Grammar:
+                 free_text_unless: bytes | None = None, text_before: bytes | None = None) -> Grammar:
     """Exactly one branch (or several joined by `separator`). With `free_text_unless`, any text
-    whose first byte is not that byte is also accepted, unconstrained."""
+    whose first byte is not that byte is also accepted, unconstrained. With `text_before` (a prefix
+    of every branch), free text comes first, up to the first occurrence of `text_before`, which
+    starts the branches (text, then calls; either may be empty)."""
     trans: list[list[int]] = [[-1] * 256]
     accept: list[bool] = [False]
     calls: dict[int, list[tuple[int, int]]] = {}
@@ -34,10 +36,12 @@ def alternatives(branches: list[tuple[bytes, Grammar, bytes]], *, separator: byt
             state = trans[state][b]
         return state
 
+    root = new_state() if text_before else 0        # where the branches start (again, after a separator)
     end = new_state(final=True)
     for prefix, grammar, suffix in branches:
         assert prefix, "every branch starts with a literal"
-        call_at = chain(0, prefix)
+        assert not text_before or prefix.startswith(text_before), "text_before must begin every branch"
+        call_at = chain(root, prefix)
         ret = new_state()
         offset = len(rules)
         for rule in grammar.rules:
@@ -52,14 +56,39 @@ def alternatives(branches: list[tuple[bytes, Grammar, bytes]], *, separator: byt
             accept[ret] = True
     if separator:
         sep_end = chain(end, separator[:-1])
-        trans[sep_end][separator[-1]] = 0 if len(separator) == 1 else chain(0, b"")
+        trans[sep_end][separator[-1]] = root
     if free_text_unless is not None:
         text = new_state(final=True)
         for b in range(256):
             trans[text][b] = text
             if b != free_text_unless[0] and trans[0][b] < 0:
                 trans[0][b] = text
+    if text_before:
+        _text_until(trans, accept, text_before, chain(root, text_before), new_state)
     rules[0] = Rule("root", Dfa(np.array(trans, dtype=np.int32), np.array(accept)), calls)
     grammar = Grammar(rules)
     grammar.check()
     return grammar
+
+
+
+def _text_until(trans: list[list[int]], accept: list[bool], pattern: bytes, after: int, new_state) -> None:
+    """State 0 and the states it leads to read free text (all accepting) with the Knuth-Morris-Pratt
+    automaton of `pattern`: text state k has matched k bytes of it; matching all of it goes to `after`."""
+    m = len(pattern)
+    texts = [0] + [new_state() for _ in range(m - 1)]
+    for k, row in enumerate(_kmp(pattern)):
+        accept[texts[k]] = True
+        trans[texts[k]] = [after if j == m else texts[j] for j in row]
+
+
+def _kmp(pattern: bytes) -> list[list[int]]:
+    """dfa[k][b]: how many bytes of pattern are matched after reading b with k matched."""
+    dfa = [[0] * 256 for _ in pattern]
+    dfa[0][pattern[0]] = 1
+    fallback = 0
+    for k in range(1, len(pattern)):
+        dfa[k] = list(dfa[fallback])
+        dfa[k][pattern[k]] = k + 1
+        fallback = dfa[fallback][pattern[k]]
+    return dfa
