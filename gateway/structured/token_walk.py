@@ -44,7 +44,7 @@ WIDE = 64                   # a state taking more first bytes than this walks AL
 
 @dataclass(slots=True, eq=False)
 class Walk:
-    consumed: np.ndarray                     # token ids the rule reads whole
+    consumed: np.ndarray | None              # token ids the rule reads whole (None: words only)
     words: np.ndarray | None                 # the same as uint32 bitmask words, when large
     exits: list[tuple[int, Tails]]           # (exit state, tails still to read from there)
     by_first_byte: tuple | None = None       # consumed sorted by first byte, and each byte's bounds
@@ -70,10 +70,14 @@ def pack_ids(ids: np.ndarray, num_words: int) -> np.ndarray:
 
 
 def or_ids(words: np.ndarray, ids: np.ndarray) -> None:
-    """Set the bits of these token ids in uint32 words, in place (one OR per word touched)."""
+    """Set the bits of these token ids in uint32 words, in place: by one OR per word touched for
+    a few ids, else through a bit per token (a sort of many ids costs more than that)."""
+    if len(ids) > 256:
+        np.bitwise_or(words, pack_ids(ids, len(words)), out=words)
+        return
     if not len(ids):
         return
-    ids = np.unique(ids)
+    ids = np.sort(ids)
     index, bits = ids >> 5, np.left_shift(np.uint32(1), (ids & 31).astype(np.uint32))
     starts = np.flatnonzero(np.concatenate([[True], index[1:] != index[:-1]]))
     words[index[starts]] |= np.bitwise_or.reduceat(bits, starts)
@@ -165,35 +169,47 @@ def first_byte_split(trie: TokenTrie, num_words: int, trans: np.ndarray, exits: 
     its first byte (shared: `after_first_byte`), kept to the group's first bytes; a small group
     walks its own subtrees. Walks over disjoint subtrees are independent, so this is the same walk;
     it pays when many states lead to the same few (a key being typed: every byte off the declared
-    keys goes to one string state)."""
+    keys goes to one string state). A large group's tokens stay bitmask words (its shared walk's
+    words less those of the first bytes it does not hold), so the walk has no id list: nothing
+    reads the ids of a walk from every token."""
     level = trie.levels[1]
     nxt = trans[state, level.byte]
     alive = np.flatnonzero(nxt >= 0)
     single = alive[level.ends[alive] > 0]
     consumed = [trie.tokens(level.lo[single], level.ends[single])]
-    at_exit = exits[nxt[alive]]
-    hits = [(np.ones(int(at_exit.sum()), np.int64), alive[at_exit], nxt[alive][at_exit])]
+    words = None
     roots: dict[int, dict[int, list[np.ndarray]]] = {}
+    at_exit = exits[nxt[alive]]
+    for e in np.unique(nxt[alive][at_exit]).tolist():
+        roots.setdefault(e, {})[1] = [alive[at_exit][nxt[alive][at_exit] == e]]
     shared = after_first_byte(trie)
     for t in np.unique(nxt[alive]):
         group = alive[nxt[alive] == t]
         if (level.hi[group] - level.lo[group]).sum() < len(trie.ids) // 4:
             after, keep = walk_from(int(t), Tails({1: group})), None
+            consumed.append(after.consumed)
         else:
             after, keep = walk_from(int(t), shared), np.zeros(256, np.bool_)
             keep[level.byte[group]] = True
-        consumed.append(after.consumed if keep is None else after.first_bytes_in(trie, keep))
+            if after.words is None:
+                consumed.append(after.first_bytes_in(trie, keep))
+            else:
+                kept = after.words & ~pack_ids(after.first_bytes_in(trie, ~keep), num_words)
+                words = kept if words is None else words | kept
         for e, tails in after.exits:
             for d, nodes in tails.roots.items():
                 if keep is not None:
                     nodes = nodes[keep[trie.first[trie.levels[d].lo[nodes]]]]
                 roots.setdefault(e, {}).setdefault(d, []).append(nodes)
-    for e, depths in roots.items():
-        for d, parts in depths.items():
-            n = sum(map(len, parts))
-            hits.append((np.full(n, d), np.concatenate(parts), np.full(n, e, np.int64)))
+    out_exits = [(e, Tails({d: parts[0] if len(parts) == 1 else np.sort(np.concatenate(parts))
+                            for d, parts in sorted(depths.items()) if sum(map(len, parts))}))
+                 for e, depths in sorted(roots.items())]
+    out_exits = [(e, tails) for e, tails in out_exits if tails.roots]
     ids = np.concatenate(consumed)
-    return Walk(ids, pack_ids(ids, num_words) if len(ids) > PACK_ABOVE else None, _exits(*_joined(hits)))
+    if words is not None:
+        or_ids(words, ids)
+        return Walk(None, words, out_exits)
+    return Walk(ids, pack_ids(ids, num_words) if len(ids) > PACK_ABOVE else None, out_exits)
 
 
 def _joined(hits: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
