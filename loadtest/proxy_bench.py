@@ -2,9 +2,10 @@
 
     python -m loadtest.proxy_bench [--rates 50,100,200,400,800,1600] [--seconds 4] [--litellm /work/litellm-venv]
 
-Three servers, each in its own process: the fake upstream (loadtest/fake_upstream.py, answering at
-once), radixgate serving it (`--upstream`), and LiteLLM's proxy serving it (from its own venv, skipped
-when absent). This process is only the load generator: open-loop Poisson arrivals at each rate (the
+Four servers, each in its own process: the fake upstream (loadtest/fake_upstream.py, answering at
+once), radixgate serving it (`--upstream`), LiteLLM's proxy serving it (from its own venv, skipped
+when absent), and the floor: a bare pass-through proxy (loadtest/bare_proxy.py) on the same HTTP
+client radixgate uses, whose added latency is the extra hop itself. This process is only the load generator: open-loop Poisson arrivals at each rate (the
 same arrival times for every target), raw HTTP/1.1 on keep-alive connections, latency counted from
 each request's scheduled time, so a server that falls behind shows it. The targets take turns within
 each rate, so load from other work on the machine falls on all of them alike. Both proxies check the same
@@ -105,6 +106,12 @@ def start_fake(extras: Path | None = None) -> Process:
     port = free_port()
     return Process("fake", [sys.executable, "-m", "loadtest.fake_upstream", "--port", str(port)], port, "/v1/models",
                    extras_env(extras))
+
+
+def start_bare(upstream: str, extras: Path | None = None) -> Process:
+    port = free_port()
+    return Process("bare", [sys.executable, "-m", "loadtest.bare_proxy", "--upstream", upstream + "/v1",
+                            "--port", str(port)], port, "/health", extras_env(extras))
 
 
 def start_radixgate(upstream: str, extras: Path | None = None) -> Process:
@@ -247,6 +254,7 @@ def main() -> None:
     fake = start_fake(args.server_extras)
     servers = {"direct": fake}
     try:
+        servers["bare"] = start_bare(fake.url, args.server_extras)
         servers["radixgate"] = start_radixgate(fake.url, args.server_extras)
         if (lite := start_litellm(args.litellm, fake.url)) is not None:
             servers["litellm"] = lite
@@ -258,8 +266,9 @@ def main() -> None:
               f"{'streamed' if args.stream else 'plain'} chat requests; latencies in ms; load average "
               f"{os.getloadavg()[0]:.2f} at start on {os.cpu_count()} cores; servers on "
               f"{'uvloop + httptools' if args.server_extras else 'asyncio + h11'} (LiteLLM: its own)")
-        head = (f"{'rate':>6} | {'direct p50':>10}{'p99':>7} | {'radixgate +p50':>12}{'+p99':>10}{'cpu':>6}{'ok':>4} | "
-                f"{'litellm +p50':>12}{'+p99':>10}{'cpu':>6}{'ok':>4} | {'gen lag p99':>11}")
+        proxies = [name for name in ("bare", "radixgate", "litellm") if name in servers]
+        head = f"{'rate':>6} | {'direct p50':>10}{'p99':>7} | " + "".join(
+            f"{name + ' +p50':>14}{'+p99':>10}{'cpu':>6}{'ok':>4} | " for name in proxies) + f"{'gen lag p99':>11}"
         print(head + "\n" + "-" * len(head))
         best = {name: 0.0 for name in servers}
         live = set(servers)                              # a proxy that fell behind is not driven harder
@@ -280,17 +289,17 @@ def main() -> None:
             results.append(cells)
             d = cells["direct"]
             row = f"{rate:>6.0f} | {d.pct(0.5):>10.2f}{d.pct(0.99):>7.2f} | "
-            for name in ("radixgate", "litellm"):
+            for name in proxies:
                 c = cells.get(name)
-                row += (f"{added(c, d, 0.5):>+12.2f}{added(c, d, 0.99):>+10.2f}{c.cpu * 1e3:>6.2f}"
-                        f"{'yes' if c.sustained else 'NO':>4} | " if c else f"{'-':>12}{'':>20} | ")
+                row += (f"{added(c, d, 0.5):>+14.2f}{added(c, d, 0.99):>+10.2f}{c.cpu * 1e3:>6.2f}"
+                        f"{'yes' if c.sustained else 'NO':>4} | " if c else f"{'-':>14}{'':>20} | ")
                 if c and c.sustained:
                     best[name] = rate
                 elif c:
                     live.discard(name)
             print(row + f"{max(c.lag for c in cells.values()) * 1e3:>11.2f}"
                   + ("" if d.sustained else "   (direct not sustained: the generator or fake is the limit)"))
-            if not live - {"direct"}:
+            if not live - {"direct", "bare"}:
                 break
         summary(best, results)
     finally:
@@ -305,11 +314,13 @@ def summary(best: dict[str, float], results: list[dict[str, Cell]]) -> None:
     if not best.get("litellm"):
         return
     cells = next(c for c in results if c["direct"].rate == best["litellm"])
-    d, r, lite = cells["direct"], cells["radixgate"], cells["litellm"]
+    d, r, lite, bare = cells["direct"], cells["radixgate"], cells["litellm"], cells["bare"]
     print(f"at {best['litellm']:.0f}/s, LiteLLM's highest: radixgate adds {added(r, d, 0.5):.2f} ms p50 / "
           f"{added(r, d, 0.99):.2f} ms p99 (goal: < 1 / < 5), LiteLLM {added(lite, d, 0.5):.2f} / {added(lite, d, 0.99):.2f} "
           f"ms; LiteLLM adds {added(lite, d, 0.5) / max(added(r, d, 0.5), 1e-3):.1f}x as much at p50 and spends "
-          f"{lite.cpu / r.cpu:.1f}x the CPU per request ({lite.cpu * 1e3:.2f} against {r.cpu * 1e3:.2f} ms)")
+          f"{lite.cpu / r.cpu:.1f}x the CPU per request ({lite.cpu * 1e3:.2f} against {r.cpu * 1e3:.2f} ms); the bare "
+          f"pass-through proxy adds {added(bare, d, 0.5):.2f} / {added(bare, d, 0.99):.2f} ms at {bare.cpu * 1e3:.2f} ms "
+          f"CPU, so radixgate's own work is {added(r, d, 0.5) - added(bare, d, 0.5):.2f} ms of its p50")
 
 
 if __name__ == "__main__":
