@@ -47,7 +47,7 @@ class ServeConfig:
         return bool(self.upstreams or self.upstreams_config)
 
     @classmethod
-    def from_env(cls, **flags) -> "ServeConfig":
+    def from_env(cls, **flags) -> ServeConfig:
         """Flags win over RADIXGATE_<FIELD> environment variables, which win over defaults."""
         cfg = cls()
         for name in cls.__dataclass_fields__:

@@ -46,7 +46,7 @@ class Reply:
     prompt_tokens: int | None = None          # default: words in the prompt
 
     @classmethod
-    def text(cls, text: str, **kw) -> "Reply":
+    def text(cls, text: str, **kw) -> Reply:
         """`text` cut into word-sized pieces."""
         words = text.split(" ")
         return cls(tuple(w if i == 0 else " " + w for i, w in enumerate(words)), **kw)
@@ -131,7 +131,7 @@ class FakeUpstream:
         finally:
             self.open_responses -= 1
 
-    async def events(self, shape: "Shape", r: Reply):
+    async def events(self, shape: Shape, r: Reply):
         self.open_responses += 1
         try:
             for k, chunk in enumerate(shape.chunks()):

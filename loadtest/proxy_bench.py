@@ -71,7 +71,7 @@ class Process:
 
     def cpu_seconds(self) -> float:
         """CPU time of the server's process and its descendants so far (Linux /proc)."""
-        tick, total, pids = os.sysconf("SC_CLK_TCK"), 0.0, {self.proc.pid}
+        tick, pids = os.sysconf("SC_CLK_TCK"), {self.proc.pid}
         stats = {}
         for entry in Path("/proc").iterdir():
             if entry.name.isdigit():

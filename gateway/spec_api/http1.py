@@ -32,7 +32,7 @@ class Exchange:
     once no read has finished for `timeout` seconds; reads only note the time, and the timer re-arms
     itself when it fires early, so a long stream costs one timer, not one per read."""
 
-    def __init__(self, origin: "Origin", reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+    def __init__(self, origin: Origin, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
         self.origin, self.reader, self.writer = origin, reader, writer
         self.loop = asyncio.get_running_loop()
         self.timeout = origin.timeout

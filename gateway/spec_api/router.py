@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from hashlib import blake2b
 import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass, field
+from hashlib import blake2b
 
 from gateway.protocol import (Backend, BackendUnavailable, Delta, GenerateRequest, InvalidRequest, ModelCard,
                               Overloaded, UpstreamError)

@@ -20,7 +20,6 @@ from gateway.spec_api.speculative import speculative_program
 from gateway.spec_api.translate import ChunkReader, Wire, request_body, whole_deltas
 from gateway.spec_api.upstream_config import UpstreamConfig
 
-
 MAX_BODY = 64 << 20          # a larger non-streamed answer is cut, and so fails to parse: a clean 502
 
 

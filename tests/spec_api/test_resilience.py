@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import replace
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import httpx
 import openai
@@ -167,7 +167,7 @@ def test_many_clients_under_random_faults_get_answers_or_clean_errors(proxy):
     fa, url_a = proxy.upstream()
     fb, url_b = proxy.upstream()
     fa.reply = fb.reply = chaos
-    base, router = proxy.gateway([url_a, url_b], timeout=0.6)
+    base, _ = proxy.gateway([url_a, url_b], timeout=0.6)
 
     def one_request(i: int):
         body = {"model": MODEL, "messages": [{"role": "user", "content": f"q{i}"}], "stream": i % 2 == 0}

@@ -131,7 +131,7 @@ def test_upstream_client_errors_come_back_as_they_are_without_retry(one, status,
 
 def test_an_upstream_refusing_our_key_is_a_502_not_the_clients_401(proxy):
     bad, bad_url = proxy.upstream()
-    good, good_url = proxy.upstream()
+    _, good_url = proxy.upstream()
     bad.reply = lambda body: Reply(status=401, message="Incorrect API key provided")
     base, _ = proxy.gateway([bad_url])
     with pytest.raises(openai.APIStatusError) as err:
@@ -165,7 +165,7 @@ def test_config_file_yaml_and_json(tmp_path, monkeypatch):
 
 def test_serve_flags_build_the_router_and_the_key_comes_from_the_environment(proxy, monkeypatch):
     from gateway.api.app import create_app
-    from gateway.cli import upstream_backend, parser
+    from gateway.cli import parser, upstream_backend
     from loadtest.servers import serve
     fake, url = proxy.upstream(FakeUpstream(models=("fake-model", "other")))
     monkeypatch.setenv("UP_KEY", "sk-upstream")
