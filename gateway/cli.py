@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -28,8 +29,6 @@ def cmd_make_model(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from gateway.api.app import create_app
 
     cfg = ServeConfig.from_env(model=args.model, host=args.host, port=args.port, device=args.device,
@@ -40,6 +39,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                                tokens_per_minute=args.tokens_per_minute, kv_slots=args.kv_slots,
                                max_running=args.max_running, attention=args.attention,
                                cuda_graphs=args.cuda_graphs, mem_fraction=args.mem_fraction,
+                               drain_timeout=args.drain_timeout,
                                upstreams_config=args.upstreams_config,
                                upstreams=tuple(args.upstream) if args.upstream else None,
                                upstream_models=tuple(args.upstream_model) if args.upstream_model else None,
@@ -47,13 +47,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
                                upstream_json_schema=args.upstream_json_schema,
                                upstream_extensions=args.upstream_extensions)
     if cfg.proxies:
-        uvicorn.run(create_app(upstream_backend(cfg), cfg), host=cfg.host, port=cfg.port, log_level="info")
-        return 0
+        return serve_app(create_app(upstream_backend(cfg), cfg), cfg)
     engine = local_engine(cfg)
     try:
-        uvicorn.run(create_app(engine, cfg), host=cfg.host, port=cfg.port, log_level="info")
+        return serve_app(create_app(engine, cfg), cfg)
     finally:
         engine.shutdown()
+
+
+def serve_app(app, cfg: ServeConfig) -> int:
+    """uvicorn until SIGTERM or SIGINT, then a drain: no new connections, requests in flight (streams
+    too) finish within `drain_timeout` seconds, and the process exits 0."""
+    import uvicorn
+    from sse_starlette.sse import AppStatus
+
+    AppStatus.disable_automatic_graceful_drain()      # else SIGTERM cuts every open stream at once
+    stopped: list[int] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        # uvicorn handles the signal while serving and re-raises it once done; this takes the re-raise.
+        signal.signal(sig, lambda number, frame: stopped.append(number))
+    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="info", timeout_graceful_shutdown=cfg.drain_timeout)
+    if stopped:
+        log.info("drained and stopped on signal %d", stopped[0])
     return 0
 
 
@@ -119,6 +134,8 @@ def parser() -> argparse.ArgumentParser:
                    help="run decode steps eagerly instead of replaying CUDA graphs")
     s.add_argument("--mem-fraction", type=float,
                    help="share of GPU memory for weights + KV cache; sizes the KV cache instead of --kv-slots")
+    s.add_argument("--drain-timeout", type=float,
+                   help="on SIGTERM, seconds requests in flight may take to finish (default 300)")
     u = s.add_argument_group("upstreams", "serve upstream OpenAI-compatible APIs instead of the local engine")
     u.add_argument("--upstreams-config", help="YAML or JSON file of upstreams and router settings")
     u.add_argument("--upstream", action="append", help="an upstream's base URL, e.g. http://host:8000/v1 (repeatable)")

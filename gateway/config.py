@@ -33,6 +33,7 @@ class ServeConfig:
     attention: str = "auto"               # auto | triton | torch
     cuda_graphs: bool = True              # replay decode steps from CUDA graphs (CUDA + Triton attention)
     mem_fraction: float = 0.0             # > 0: weights + KV cache take this share of GPU memory (not kv_slots)
+    drain_timeout: float = 300.0          # on SIGTERM, seconds requests in flight may take to finish
     # Serving upstream APIs instead of the local engine (gateway/spec_api/upstream_config.py):
     upstreams_config: str | None = None   # a YAML/JSON file of upstreams and router settings
     upstreams: tuple[str, ...] = ()       # base URLs, each serving every one of upstream_models
