@@ -6,7 +6,9 @@ call or return there, as smaller tail sets, and so on down until every tail is r
 do not depend on the stack, so they are cached by content and shared by every schema and request of
 the mask computer (the building blocks' once per tokenizer: block_walks); what a new stack set costs
 is the Python that follows its stacks through cached walks, then an OR of bitmask words. Whole masks
-are cached, packed, by stack set.
+are cached, packed, by stack set. A counted string's body walks as the plain string's walk filtered
+by the characters left (counted_walks), so its counts share one walk; a state taking most first
+bytes is put together from walks after the first byte (token_walk.first_byte_split).
 """
 from __future__ import annotations
 

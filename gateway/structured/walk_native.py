@@ -14,6 +14,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
+import platform
 import subprocess
 import sys
 import tempfile
@@ -85,7 +86,8 @@ NODE = np.dtype([("child_lo", "<i4"), ("child_hi", "<i4"), ("tok", "<i4"), ("end
 
 def _build() -> ctypes.CDLL | None:
     """The compiled walk, cached per source and Python build; None when no C compiler works."""
-    tag = hashlib.blake2b(SOURCE.encode() + sys.version.encode(), digest_size=8).hexdigest()
+    tag = hashlib.blake2b(SOURCE.encode() + sys.version.encode() + platform.machine().encode(),
+                          digest_size=8).hexdigest()
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "radixgate"
     lib = cache / f"token_walk_{tag}.so"
     if not lib.exists():
