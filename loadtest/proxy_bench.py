@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import importlib.util
 import os
 import random
 import socket
@@ -235,6 +236,11 @@ def added(cell: Cell, direct: Cell, q: float) -> float:
     return cell.pct(q) - direct.pct(q)
 
 
+def speedups_installed() -> bool:
+    """Whether uvicorn here finds uvloop and httptools itself (they are radixgate's dependencies)."""
+    return importlib.util.find_spec("uvloop") is not None and importlib.util.find_spec("httptools") is not None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rates", default="25,50,100,200,400,800,1200,1600,2400", help="requests per second")
@@ -265,7 +271,8 @@ def main() -> None:
               f"{args.warmup:g} s warm-up), "
               f"{'streamed' if args.stream else 'plain'} chat requests; latencies in ms; load average "
               f"{os.getloadavg()[0]:.2f} at start on {os.cpu_count()} cores; servers on "
-              f"{'uvloop + httptools' if args.server_extras else 'asyncio + h11'} (LiteLLM: its own)")
+              f"{'uvloop + httptools' if args.server_extras or speedups_installed() else 'asyncio + h11'} "
+              f"(LiteLLM: its own)")
         proxies = [name for name in ("bare", "radixgate", "litellm") if name in servers]
         head = f"{'rate':>6} | {'direct p50':>10}{'p99':>7} | " + "".join(
             f"{name + ' +p50':>14}{'+p99':>10}{'cpu':>6}{'ok':>4} | " for name in proxies) + f"{'gen lag p99':>11}"
