@@ -42,52 +42,48 @@ class SharedPrefixes:
         """groups: (rows, shared length) with rows disjoint, two or more per group, each length below
         every member's seq_len. `tiles` (default: as many as the groups need) fixes the tile count."""
         per_group = members_per_tile(heads_per_kv, dtype)
-        tiles = max(1, batch // 2) if tiles is None and not groups else tiles
-        shared = cls(torch.zeros(batch, dtype=torch.int32, device=device), None, None,
-                     torch.zeros(batch, dtype=torch.int32, device=device), per_group)
-        rows = shared._host_rows(batch, groups, tiles)
-        shared.members = rows[1].to(device, non_blocking=True)
-        shared.lengths = rows[2].to(device, non_blocking=True)
-        shared.starts.copy_(rows[0], non_blocking=True)
-        return shared
+        starts, members, lengths = _host_rows(batch, groups, per_group, tiles, device)
+        return cls(starts.to(device, non_blocking=True), members.to(device, non_blocking=True),
+                   lengths.to(device, non_blocking=True), torch.zeros(batch, dtype=torch.int32, device=device),
+                   per_group)
 
     def fill(self, groups: list[tuple[list[int], int]]) -> None:
         """Rewrite the groups in place (same batch and tile count), in stream order."""
-        starts, members, lengths = self._host_rows(self.starts.shape[0], groups, self.lengths.shape[0])
-        self.starts.copy_(starts, non_blocking=True)
-        self.members.copy_(members, non_blocking=True)
-        self.lengths.copy_(lengths, non_blocking=True)
-
-    def _host_rows(self, batch: int, groups: list[tuple[list[int], int]], tiles: int | None):
-        """(starts, members, lengths) as pinned host tensors. A group larger than a tile is cut into
-        near-equal tiles, so every tile of a group of two or more holds two or more: batch // 2 tiles
-        always suffice."""
-        per_group = self.per_group
-        starts, members, lengths = [0] * batch, [], []
-        for rows, length in groups:
-            assert length > 0 and len(rows) >= 2
-            parts = -(-len(rows) // per_group)
-            for i in range(parts):
-                part = rows[i * len(rows) // parts:(i + 1) * len(rows) // parts]
-                members.append(part + [-1] * (per_group - len(part)))
-                lengths.append(length)
-                for r in part:
-                    assert starts[r] == 0, f"row {r} is in two groups"
-                    starts[r] = length
-        tiles = len(lengths) if tiles is None else tiles
-        assert len(lengths) <= tiles, f"{len(lengths)} group tiles do not fit {tiles}"
-        members += [[-1] * per_group] * (tiles - len(lengths))
-        lengths += [0] * (tiles - len(lengths))
-        pin = self.starts.device.type == "cuda"        # then the copies are queued: the device may be busy
-        return (torch.tensor(starts, dtype=torch.int32, pin_memory=pin),
-                torch.tensor(members, dtype=torch.int32, pin_memory=pin).reshape(tiles, per_group),
-                torch.tensor(lengths, dtype=torch.int32, pin_memory=pin))
+        rows = _host_rows(self.starts.shape[0], groups, self.per_group, self.lengths.shape[0], self.starts.device)
+        for buffer, values in zip((self.starts, self.members, self.lengths), rows):
+            buffer.copy_(values, non_blocking=True)
 
     def view(self, batch: int) -> "SharedPrefixes":
         """The first `batch` rows and batch // 2 tiles: a smaller captured batch's share of the buffers."""
         tiles = max(1, batch // 2)
         return SharedPrefixes(self.starts[:batch], self.members[:tiles], self.lengths[:tiles],
                               self.prefix_splits[:batch], self.per_group)
+
+
+def _host_rows(batch: int, groups: list[tuple[list[int], int]], per_group: int, tiles: int | None,
+               device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(starts, members, lengths) on the host, pinned for a CUDA device (so the copies are queued: the
+    device may be busy). A group larger than a tile is cut into near-equal tiles, so every tile of a
+    group of two or more holds two or more: batch // 2 tiles always suffice."""
+    starts, members, lengths = [0] * batch, [], []
+    for rows, length in groups:
+        assert length > 0 and len(rows) >= 2
+        parts = -(-len(rows) // per_group)
+        for i in range(parts):
+            part = rows[i * len(rows) // parts:(i + 1) * len(rows) // parts]
+            members.append(part + [-1] * (per_group - len(part)))
+            lengths.append(length)
+            for r in part:
+                assert starts[r] == 0, f"row {r} is in two groups"
+                starts[r] = length
+    tiles = len(lengths) if tiles is None else tiles
+    assert len(lengths) <= tiles, f"{len(lengths)} group tiles do not fit {tiles}"
+    members += [[-1] * per_group] * (tiles - len(lengths))
+    lengths += [0] * (tiles - len(lengths))
+    pin = device.type == "cuda"
+    return (torch.tensor(starts, dtype=torch.int32, pin_memory=pin),
+            torch.tensor(members, dtype=torch.int32, pin_memory=pin).reshape(tiles, per_group),
+            torch.tensor(lengths, dtype=torch.int32, pin_memory=pin))
 
 
 def members_per_tile(heads_per_kv: int, dtype: torch.dtype) -> int:

@@ -270,9 +270,9 @@ class Engine:
             self.scheduler.check_integrity(pending=batch)
         t1 = time.perf_counter()
         logits = self.runner.forward(batch)
-        reqs = [r for i, r in enumerate(batch.reqs) if batch.samples(i)]
-        drawn = self._launch_sampling(reqs, logits[[i for i in range(len(batch.reqs)) if batch.samples(i)]]) \
-            if reqs else None
+        sampling = [i for i in range(len(batch.reqs)) if batch.samples(i)]
+        reqs = [batch.reqs[i] for i in sampling]
+        drawn = self._launch_sampling(reqs, logits[sampling]) if reqs else None
         self.scheduler.commit(batch)
         t2 = time.perf_counter()
         self.outputs.report_deferred()

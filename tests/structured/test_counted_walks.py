@@ -4,22 +4,13 @@ inside a union; a walk from the wrong count would differ."""
 from __future__ import annotations
 
 import pytest
-from transformers import AutoTokenizer
 
 from gateway.structured.json_schema import compile_json_schema
 from gateway.structured.masks import MaskComputer
 from gateway.structured.token_walk import ALL, Walk, walk
-from gateway.structured.tokens import TokenTable
 
 SCHEMAS = [{"type": "string", "maxLength": 30}, {"type": ["string", "null"], "minLength": 2, "maxLength": 12},
            {"type": "string", "minLength": 4}, {"type": "string", "minLength": 3, "maxLength": 3}]
-
-
-@pytest.fixture(scope="module", params=["trained", "qwen3"])
-def table(request, trained_tokenizer_dir, qwen3_tokenizer_dir):
-    path = trained_tokenizer_dir if request.param == "trained" else qwen3_tokenizer_dir
-    hf = AutoTokenizer.from_pretrained(path)
-    return TokenTable.from_hf(hf, len(hf), frozenset({hf.eos_token_id}))
 
 
 def as_sets(w: Walk) -> tuple[list[int], dict]:

@@ -31,13 +31,6 @@ def list_grammar() -> Grammar:
     return Grammar([Rule("list", root, {1: [(1, 2), (2, 2)]}), Rule("word", word), Rule("number", number)])
 
 
-@pytest.fixture(scope="module", params=["trained", "qwen3"])
-def table(request, trained_tokenizer_dir, qwen3_tokenizer_dir):
-    path = trained_tokenizer_dir if request.param == "trained" else qwen3_tokenizer_dir
-    hf = AutoTokenizer.from_pretrained(path)
-    return TokenTable.from_hf(hf, len(hf), frozenset({hf.eos_token_id}))
-
-
 def brute_force(matcher: Matcher, table: TokenTable) -> np.ndarray:
     allowed = np.array([b is not None and matcher.allows(b) for b in table.token_bytes])
     if matcher.accepting:

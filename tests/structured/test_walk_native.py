@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from transformers import AutoTokenizer
 
 from gateway.structured import walk_native
 from gateway.structured.json_schema import compile_json_schema
 from gateway.structured.masks import MaskComputer
 from gateway.structured.token_walk import ALL, Tails, Walk, walk, walk_reference
-from gateway.structured.tokens import TokenTable
 
 SCHEMAS = [
     {"type": "object", "properties": {"name": {"type": "string", "maxLength": 12}, "n": {"type": "number"},
@@ -22,13 +20,6 @@ SCHEMAS = [
 ]
 
 pytestmark = pytest.mark.skipif(walk_native.native() is None, reason="no C compiler: the numpy walk runs")
-
-
-@pytest.fixture(scope="module", params=["trained", "qwen3"])
-def table(request, trained_tokenizer_dir, qwen3_tokenizer_dir):
-    path = trained_tokenizer_dir if request.param == "trained" else qwen3_tokenizer_dir
-    hf = AutoTokenizer.from_pretrained(path)
-    return TokenTable.from_hf(hf, len(hf), frozenset({hf.eos_token_id}))
 
 
 def as_sets(w: Walk) -> tuple[list[int], dict]:
