@@ -198,8 +198,11 @@ def usage_object(usage: Usage) -> dict:
 
 
 def program_object(delta: Delta) -> dict:
-    """The `program` extension of a response: the filled fields by name (and the upstream calls)."""
+    """The `program` extension of a response: the filled fields by name, each select's scores per
+    choice where the backend scores them (the local engine), and the upstream calls."""
     body: dict = {"fields": dict(delta.fields or {})}
+    if delta.scores:
+        body["scores"] = {name: list(s) for name, s in delta.scores.items()}
     if delta.upstream_calls is not None:
         body["upstream_calls"] = delta.upstream_calls
     return body

@@ -7,7 +7,11 @@ Segments as a client writes them, and the normal form every backend receives in
     {"gen": name, "max_tokens": int | None, "stop": [str], "temperature": float | None,
      "regex": str | None, "json_schema": dict | None, "choices": [str] | None}
                                                        a generated field; at most one constraint
-    {"select": name, "choices": [str]}                 one of the choices, chosen greedily
+    {"select": name, "choices": [str], "normalize": "mean" | "sum" | "first_token"}
+                                                       one of the choices, the best by its tokens' log-
+                                                       probability after the turn so far (normalize:
+                                                       their mean, the default, their sum, or the first
+                                                       token's); a backend that scores returns the scores
 
 A gen's `stop` may be a string or up to 4 strings; a gen's `temperature` and `max_tokens` fall back to
 the request's.
@@ -23,6 +27,7 @@ from gateway.api.params import MAX_INT
 MAX_SEGMENTS = 256
 GEN_KEYS = ("gen", "max_tokens", "stop", "temperature", "regex", "json_schema", "choices")
 CONSTRAINTS = ("regex", "json_schema", "choices")
+NORMALIZE = ("mean", "sum", "first_token")          # how a select scores a choice (gateway.engine.scoring)
 
 
 def parse_program(raw: Any) -> list[dict]:
@@ -119,11 +124,16 @@ def _gen(seg: dict, where: str) -> dict:
 
 
 def _select(seg: dict, where: str) -> dict:
-    _unknown_keys(seg, ("select", "choices"), where)
+    _unknown_keys(seg, ("select", "choices", "normalize"), where)
     if "choices" not in seg:
         raise invalid(f"Missing required parameter: '{where}.choices'.", f"{where}.choices",
                       "missing_required_parameter")
-    return {"select": _name(seg, "select", where), "choices": _choices(seg["choices"], f"{where}.choices")}
+    normalize = seg.get("normalize", "mean")
+    if normalize not in NORMALIZE:
+        raise invalid(f"Invalid '{where}.normalize': expected one of {', '.join(NORMALIZE)}.", f"{where}.normalize",
+                      "invalid_value")
+    return {"select": _name(seg, "select", where), "choices": _choices(seg["choices"], f"{where}.choices"),
+            "normalize": normalize}
 
 
 def refuse_with_program(body_fields: dict[str, Any]) -> None:

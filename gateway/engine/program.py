@@ -5,15 +5,15 @@ ends where the assistant turn begins, and each segment extends that prefix.
     text    its tokens are appended
     gen     one generate call on prompt_token_ids = the prefix so far, with the gen's own stop,
             max_tokens, temperature and constraint; its output tokens are appended
-    select  one generate call constrained to the choices, greedy
+    select  every choice scored after the exact prefix ids (gateway/engine/scoring.py: its own ids
+            appended, the mean log-probability of its tokens by default, or the segment's
+            `normalize`: sum | first_token); the best (the first on a tie) is appended, and the
+            scores come back in the last Delta's `scores`, in the order of the choices
 
 Invariant: the prefix is the exact token sequence the engine computed (generated ids are appended
 as generated, never re-tokenized from text), so each call finds everything before it in the radix
 tree and prefills only the text appended since. Only where a stop string cut a gen's text inside
 a token is the cut-off tail re-tokenized.
-
-`select` here is greedy decoding under the choice grammar; scoring every choice by its mean
-log-probability belongs to the SDK issue (8).
 """
 from __future__ import annotations
 
@@ -22,7 +22,8 @@ import dataclasses
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
-from gateway.protocol import Constraint, Delta, GenerateRequest, InvalidRequest, Usage
+from gateway.engine.scoring import normalized, score_choices
+from gateway.protocol import BackendUnavailable, Constraint, Delta, GenerateRequest, InvalidRequest, Usage
 from gateway.structured.constraint import PARAMS, compile_constraint
 
 if TYPE_CHECKING:
@@ -30,9 +31,7 @@ if TYPE_CHECKING:
 
 
 def segment_constraint(seg: dict) -> tuple[str, Constraint] | None:
-    """(the segment's key naming it, the constraint) of a gen or select, or None for a free gen."""
-    if "select" in seg:
-        return "choices", Constraint("choice", seg["choices"])
+    """(the segment's key naming it, the constraint) of a gen, or None for a free gen or a select."""
     if seg.get("regex") is not None:
         return "regex", Constraint("regex", seg["regex"])
     if seg.get("json_schema") is not None:
@@ -47,7 +46,7 @@ def check_constraints(program: list[dict]) -> list[Constraint | None]:
     a constraint we cannot enforce is a 400 naming its segment, not an error mid-turn."""
     out = []
     for i, seg in enumerate(program):
-        found = None if "text" in seg else segment_constraint(seg)
+        found = None if "text" in seg or "select" in seg else segment_constraint(seg)
         if found is not None:
             key, constraint = found
             try:
@@ -69,6 +68,7 @@ async def run_program(engine: Engine, req: GenerateRequest) -> AsyncIterator[Del
     prefix = await asyncio.to_thread(engine._prompt_ids, req)
     tokenizer = engine.tokenizer
     fields: dict[str, str] = {}
+    scores: dict[str, list[float]] = {}
     total = Usage()
     for i, (seg, constraint) in enumerate(zip(program, constraints)):
         if "text" in seg:
@@ -76,6 +76,12 @@ async def run_program(engine: Engine, req: GenerateRequest) -> AsyncIterator[Del
             prefix += ids
             if seg["text"]:
                 yield Delta(0, seg["text"], ids)
+            continue
+        if "select" in seg:
+            choice, ids, scores[seg["select"]] = await _select(engine, req, prefix, seg, total)
+            fields[seg["select"]] = choice
+            prefix += ids
+            yield Delta(0, choice, ids)
             continue
         sub = GenerateRequest(f"{req.request_id}/program{i}", _params(req, seg), prompt_token_ids=list(prefix),
                               constraint=constraint, namespace=req.namespace, model=req.model)
@@ -91,19 +97,29 @@ async def run_program(engine: Engine, req: GenerateRequest) -> AsyncIterator[Del
             if d.text:
                 yield Delta(0, d.text, d.token_ids)
         if finish == "abort":
-            yield Delta(0, finish_reason="abort", usage=total, fields=fields)
+            yield Delta(0, finish_reason="abort", usage=total, fields=fields, scores=scores or None)
             return
-        fields[seg.get("gen") or seg["select"]] = text
+        fields[seg["gen"]] = text
         prefix += _turn_tokens(engine, sub, text, ids)
-    yield Delta(0, finish_reason="stop", usage=total, fields=fields)
+    yield Delta(0, finish_reason="stop", usage=total, fields=fields, scores=scores or None)
+
+
+async def _select(engine: Engine, req: GenerateRequest, prefix: list[int], seg: dict,
+                  total: Usage) -> tuple[str, list[int], list[float]]:
+    """(the best choice, its ids, every choice's score), the scoring's tokens added to `total`."""
+    if not engine._thread.is_alive():
+        raise BackendUnavailable("the local engine is not running")
+    choices = [engine.tokenizer.encode(c) for c in seg["choices"]]
+    scored = await asyncio.to_thread(engine.call, lambda: score_choices(engine, req.namespace, list(prefix), choices))
+    total.prompt_tokens += scored.prompt_tokens
+    total.cached_tokens += scored.cached_tokens
+    scores = [normalized(lps, seg.get("normalize", "mean")) for lps in scored.logprobs]
+    best = scores.index(max(scores))
+    return seg["choices"][best], choices[best], scores
 
 
 def _params(req: GenerateRequest, seg: dict):
     base = req.params
-    if "select" in seg:
-        longest = max(len(c.encode("utf-8")) for c in seg["choices"])     # a token holds at least one byte
-        return dataclasses.replace(base, max_tokens=longest + 1, temperature=0.0, stop=[], logprobs=False,
-                                   top_logprobs=0, ignore_eos=False)
     temperature = seg["temperature"] if seg["temperature"] is not None else base.temperature
     max_tokens = seg["max_tokens"] if seg["max_tokens"] is not None else base.max_tokens
     return dataclasses.replace(base, max_tokens=max_tokens, temperature=temperature, stop=list(seg["stop"]),

@@ -121,13 +121,15 @@ class ModelRunner:
 
     @torch.inference_mode()
     def run(self, ids: list[int], positions: list[int], seq_lens: list[int], extend_lens: list[int],
-            rows: list[int], graphs: bool = True, shared: list[tuple[list[int], int]] | None = None) -> torch.Tensor:
+            rows: list[int], graphs: bool = True, shared: list[tuple[list[int], int]] | None = None,
+            at: list[int] | None = None) -> torch.Tensor:
         """Sequence i (row rows[i] of req_to_token, whose slots for its new tokens are allocated) extends
         by extend_lens[i] tokens to seq_lens[i]; ids and positions are the new tokens, packed. Returns
         float32 logits at each sequence's last new token. A decode that fits a captured graph replays it.
-        `shared`: a decode's prefix groups (engine.prefix_groups), given only when `groups_prefixes`."""
+        `shared`: a decode's prefix groups (engine.prefix_groups), given only when `groups_prefixes`.
+        `at`: indices into the packed new tokens whose logits to return instead (engine.scoring; eager)."""
         self.grouped_decodes += bool(shared)
-        if graphs and self.graphs is not None and len(ids) == len(rows) <= self.graphs.max_batch:
+        if graphs and at is None and self.graphs is not None and len(ids) == len(rows) <= self.graphs.max_batch:
             return self.graphs.run(ids, positions, seq_lens, rows, shared or ())
         dev = self.device
         table = self.req_pool.table[to_device(rows, torch.int64, dev)]
@@ -137,5 +139,6 @@ class ModelRunner:
             meta.shared = shared
         self.backend.prepare(meta)
         hidden = self.model(to_device(ids, torch.int64, dev), to_device(positions, torch.int64, dev))
-        last = to_device(list(accumulate(extend_lens)), torch.int64, dev) - 1
+        last = to_device(list(accumulate(extend_lens)), torch.int64, dev) - 1 if at is None else \
+            to_device(at, torch.int64, dev)
         return self.model.compute_logits(hidden[last]).float()

@@ -7,6 +7,9 @@ enum-constrained JSON answer, a json_schema gen with response_format, a regex ge
 checked here, asked again with the error up to `retries` times. Billed tokens and upstream calls
 add up over every call.
 
+A select is the choice the upstream names, not a scored one: a chat API cannot score given
+continuations, so the response has no `scores` (and a select's `normalize` has no effect here).
+
 Everything runs through one minimal interface, `Complete`: an async
 `complete(messages, *, max_tokens, temperature, stop, constraint) -> (text, Usage)`;
 `backend_complete` builds it over any Backend's `generate`, so an upstream Backend runs a program
