@@ -85,7 +85,7 @@ class Function:
 
     def _execute(self, state: ProgramState, args: tuple, kwargs: dict) -> None:
         try:
-            self.fn(state, *args, **kwargs)
+            state.returned = self.fn(state, *args, **kwargs)
             state.flush()
         except Exception as err:
             if state.error is None:

@@ -29,6 +29,7 @@ class ProgramState:
         self.scores: dict[str, list[float]] = {}      # select scores by name, where the backend scores
         self.usage = Usage()                          # this state's requests (and its joined branches')
         self.error: BaseException | None = None
+        self.returned: Any = None                     # what the program function returned
         self.group: list[ProgramState] | None = None  # the branches this one was forked with
         self.forked_at = (0, 0)                       # (turns, characters of the last turn) at the fork
         self.filled: list[str] = []                   # fields filled by this state, in order

@@ -61,7 +61,10 @@ class RadixGate:
         program = ([{"text": partial}] if partial else []) + [{"gen": "_prefill", "max_tokens": 1}]
         kw = self._request(messages, program)
         kw.pop("max_tokens", None)
-        return Usage.of(self.chat.create(**kw).usage)
+        r = self.chat.create(**kw)
+        if "upstream_calls" in ((r.model_extra or {}).get("program") or {}):
+            self.prefill_forks = False         # radixgate fronts upstream APIs here: nothing is cached
+        return Usage.of(r.usage)
 
     def close(self) -> None:
         self.chat.close()
