@@ -56,13 +56,9 @@ def flush_all(states: list[ProgramState]) -> None:
     pending = [s for s in states if s.error is None and any(t.pending for t in s.turns)]
     if len(pending) > 1:
         with ThreadPoolExecutor(max_workers=len(pending), thread_name_prefix="sdk-branch") as pool:
-            for f in [pool.submit(s._flush_own) for s in pending]:
-                f.exception()
+            list(pool.map(lambda s: s.fill_recorded(), pending))
     elif pending:
-        try:
-            pending[0]._flush_own()
-        except Exception:
-            pass                            # recorded on the branch; raised below
+        pending[0].fill_recorded()
     for i, s in enumerate(states):
         if s.error is not None:
             raise ProgramError(f"branch {i} failed: {s.error}") from s.error

@@ -8,7 +8,7 @@ is one piece of an assistant turn. Every piece knows its wire form, the segment 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 NORMALIZE = ("mean", "sum", "first_token")
 
@@ -68,8 +68,8 @@ class Select(Piece):
         return seg
 
 
-Field = Union[Gen, Select]
-Segment = Union[Text, Gen, Select]
+Field = Gen | Select
+Segment = Text | Gen | Select
 
 
 @dataclass(slots=True)
@@ -84,7 +84,7 @@ class Message(Piece):
     content: list[Segment]
 
 
-PieceLike = Union[str, Piece]
+PieceLike = str | Piece
 
 
 def as_pieces(x: PieceLike) -> list[Segment]:

@@ -87,7 +87,7 @@ class Function:
         try:
             state.returned = self.fn(state, *args, **kwargs)
             state.flush()
-        except Exception as err:
+        except Exception as err:               # noqa: BLE001 (any failure of the program is the state's)
             if state.error is None:
                 state.error = err
         finally:

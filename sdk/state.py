@@ -48,9 +48,7 @@ class ProgramState:
             for seg in piece.content:
                 self._add(self.turns[-1], seg)
             return self
-        if self._role is not None:
-            turn = self.turns[-1]
-        elif self.turns and self.turns[-1].role == "assistant":
+        if self._role is not None or (self.turns and self.turns[-1].role == "assistant"):
             turn = self.turns[-1]
         else:
             turn = Turn("assistant")
@@ -125,7 +123,7 @@ class ProgramState:
         if self.thread is None or not self.thread.is_alive():
             if any(name in t.pending_names() for t in self.turns):
                 self.streaming = True
-                helper = threading.Thread(target=self._flush_recorded, name=f"sdk-stream-{name}", daemon=True)
+                helper = threading.Thread(target=self.fill_recorded, name=f"sdk-stream-{name}", daemon=True)
                 helper.start()
             elif name in self.values:
                 stream.finish(str(self.values[name]))
@@ -145,10 +143,12 @@ class ProgramState:
             flush_all(self.group)
         self._flush_own()
 
-    def _flush_recorded(self) -> None:
-        with contextlib.suppress(Exception):          # recorded in self.error, raised by text_iter
+    def fill_recorded(self) -> None:
+        """Fill this state's own pending turns; a failure stays in `error` for whoever reads next."""
+        with contextlib.suppress(Exception):
             self._flush_own()
-        self.close_streams()
+        if self.error is not None:
+            self.close_streams()
 
     def _flush_own(self) -> None:
         with self._lock:

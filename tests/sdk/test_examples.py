@@ -8,8 +8,7 @@ import re
 
 import pytest
 
-from sdk.examples import (essay_judge, json_extraction, multi_turn_chat, multiple_choice, react_agent,
-                          tree_of_thought)
+from sdk.examples import essay_judge, json_extraction, multi_turn_chat, multiple_choice, react_agent, tree_of_thought
 from tests.sdk.conftest import Answers
 
 # Per example: extra arguments (kept small for the CPU engine) and what the fake model answers.

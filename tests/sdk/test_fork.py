@@ -11,8 +11,8 @@ from gateway.engine.engine import Engine
 from sdk import RadixGate, assistant, function, gen, system, user
 
 BRANCHES = 8
-WORDS = ("radix trees share prefixes so that many requests reuse the same cached keys and values "
-         "while the scheduler batches their decoding steps together on one device").split()
+WORDS = ("radix", "trees", "share", "prefixes", "so", "that", "many", "requests", "reuse", "the", "same", "cached",
+         "keys", "and", "values", "while", "the", "scheduler", "batches", "their", "decoding", "steps")
 
 
 class InFlight:

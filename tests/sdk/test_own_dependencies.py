@@ -35,6 +35,6 @@ print("SDK-ONLY-OK")
 
 def test_the_sdk_runs_without_torch_or_gateway(local):
     done = subprocess.run([sys.executable, "-c", PROGRAM, local], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120)
+                          timeout=120, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "SDK-ONLY-OK" in done.stdout
