@@ -5,8 +5,8 @@ on/off, and `transformers` `generate()` as the naive peer (loadtest/naive_server
     python -m loadtest.ablations --model DIR --out OUT --targets radixgate radix-off
 
 Each target is a server in its own process (`radixgate serve ...`, the same command users run), started
-in turn, warmed up with one short session of each workload (another seed, untimed), then driven by
-loadtest/run.py. Radixgate's targets get the workloads with radixgate's extensions; the naive peer gets
+in turn, warmed up with one session of each workload (another seed, untimed; the naive peer, which
+compiles nothing, is not), then driven by loadtest/run.py. Radixgate's targets get the workloads with radixgate's extensions; the naive peer gets
 the plain bodies (select and regex become plain generations of about the same length) at concurrency 1,
 since it serves one request at a time. Every workload stops starting sessions after `--max-seconds`.
 Writes OUT/results.json and, where matplotlib imports, OUT/report.md with its plots (else render them
@@ -51,6 +51,11 @@ TARGETS = {t.name: t for t in (
 Launcher = Callable[[Target], AbstractContextManager[str]]      # a target -> its running server's URL
 
 
+def on_gpu(device: str) -> bool:
+    import torch
+    return device != "cpu" and torch.cuda.is_available()
+
+
 def serve_argv(target: Target, model: Path, port: int, random_weights: bool, device: str,
                serve_args: list[str]) -> list[str]:
     common = ["--model", str(model), "--port", str(port), "--host", "127.0.0.1", "--device", device]
@@ -66,8 +71,9 @@ def process_launcher(args: argparse.Namespace, model: Path, random_weights: bool
     @contextlib.contextmanager
     def launch(target: Target) -> Iterator[str]:
         port = free_port()
-        server = Process(target.name, serve_argv(target, model, port, random_weights, args.device, args.serve_arg),
-                         port, "/health")
+        serve_args = [f"--mem-fraction={args.mem_fraction}"] if on_gpu(args.device) else []
+        server = Process(target.name, serve_argv(target, model, port, random_weights, args.device,
+                                                 serve_args + args.serve_arg), port, "/health")
         try:
             yield server.url
         finally:
@@ -91,7 +97,7 @@ def model_dir(args: argparse.Namespace) -> tuple[Path, bool]:
 
 def device_name(device: str) -> str:
     import torch
-    if device != "cpu" and torch.cuda.is_available():
+    if on_gpu(device):
         return f"{torch.cuda.get_device_name()} (torch {torch.__version__})"
     return f"CPU (torch {torch.__version__})"
 
@@ -116,7 +122,7 @@ def run_ablations(args: argparse.Namespace, launch: Launcher, meta: dict) -> Pat
                                        max_seconds=args.peer_max_seconds or args.max_seconds)
         workloads = [w for w in args.workloads if WORKLOADS[w].structured or not target.structured_only]
         with launch(target) as url:
-            for w in workloads if args.warmup_sessions else ():
+            for w in workloads if args.warmup_sessions and not target.naive else ():
                 run_workload(url, w, args.warmup_sessions, options, Load(args.warmup_sessions, seed=10**6),
                              name, progress=False)
             for w in workloads:
@@ -135,6 +141,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--random-weights", action="store_true", help="random weights even if --model holds some")
     ap.add_argument("--targets", nargs="+", default=list(TARGETS), choices=list(TARGETS))
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--mem-fraction", type=float, default=0.8,
+                    help="on a GPU, radixgate serve's --mem-fraction (weights + KV cache)")
     ap.add_argument("--serve-arg", action="append", default=[],
                     help="extra flag for radixgate serve, e.g. --serve-arg=--mem-fraction=0.8 (repeatable)")
     ap.add_argument("--peer-max-seconds", type=float, help="--max-seconds for the naive peer (default: the same)")

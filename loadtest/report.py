@@ -14,6 +14,8 @@ import math
 import sys
 from pathlib import Path
 
+from loadtest.stream_client import CUT
+
 QUANTILES = (0.5, 0.9, 0.99)
 
 
@@ -34,12 +36,13 @@ def ratio(a: float | None, b: float | None) -> float | None:
 def summarize(run: dict) -> dict:
     """A run's figures: latencies in seconds at QUANTILES, throughput over the run, cache hit rates."""
     ok = [c for c in run["calls"] if not c["error"]]
+    cut = [c for c in run["calls"] if c["error"] == CUT]          # their streamed tokens count, latencies not
     seconds = run["seconds"] or float("nan")
-    out = {"target": run["target"], "workload": run["workload"], "calls": len(run["calls"]),
-           "errors": len(run["calls"]) - len(ok), "sessions_done": run["sessions_done"],
+    out = {"target": run["target"], "workload": run["workload"], "calls": len(ok), "cut_calls": len(cut),
+           "errors": len(run["calls"]) - len(ok) - len(cut), "sessions_done": run["sessions_done"],
            "sessions_cut": run["sessions_cut"], "seconds": run["seconds"],
            "requests_per_s": len(ok) / seconds,
-           "output_tokens_per_s": sum(c["completion_tokens"] for c in ok) / seconds,
+           "output_tokens_per_s": sum(c["completion_tokens"] for c in ok + cut) / seconds,
            "total_tokens_per_s": sum(c["completion_tokens"] + c["prompt_tokens"] for c in ok) / seconds,
            "prompt_tokens": sum(c["prompt_tokens"] for c in ok),
            "completion_tokens": sum(c["completion_tokens"] for c in ok)}
@@ -53,7 +56,7 @@ def summarize(run: dict) -> dict:
                                    sum(c["prompt_tokens"] for c in reported)) if reported else None
     server = run.get("server")
     out["cache_hit_server"] = ratio(server["cached_tokens"], server["prompt_tokens"]) if server else None
-    out["first_error"] = next((c["error"] for c in run["calls"] if c["error"]), None)
+    out["first_error"] = next((c["error"] for c in run["calls"] if c["error"] not in (None, CUT)), None)
     return out
 
 
@@ -89,11 +92,13 @@ def markdown(data: dict, summaries: list[dict], plots: list[str]) -> str:
         lines.append(f"- target `{name}`: {what}")
     lines += ["", "Latencies in ms as p50 / p90 / p99. TTFT: time to first token; ITL: gap between streamed "
               "chunks; TPOT: time per output token after the first; E2E: whole request. Cache hit: prompt "
-              "tokens served from the prefix cache, from each answer's usage and from the server's `/metrics`.",
-              "", "| workload | target | calls (err) | sessions done / cut | req/s | out tok/s | TTFT | ITL | TPOT | E2E "
+              "tokens served from the prefix cache, from each answer's usage and from the server's `/metrics`. "
+              "Calls: completed (failed, cut); a cut call was still streaming when the run's drain ended: its "
+              "tokens count toward throughput, its latencies do not.",
+              "", "| workload | target | calls (err, cut) | sessions done / cut | req/s | out tok/s | TTFT | ITL | TPOT | E2E "
               "| cache hit (usage / server) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for s in summaries:
-        lines.append(f"| {s['workload']} | {s['target']} | {s['calls']} ({s['errors']}) | {s['sessions_done']} / "
+        lines.append(f"| {s['workload']} | {s['target']} | {s['calls']} ({s['errors']}, {s['cut_calls']}) | {s['sessions_done']} / "
                      f"{s['sessions_cut']} | {s['requests_per_s']:.2f} | {s['output_tokens_per_s']:,.0f} | "
                      f"{triple(s['ttft'])} | {triple(s['itl'])} | {triple(s['tpot'])} | {triple(s['e2e'])} | "
                      f"{pct(s['cache_hit_usage'])} / {pct(s['cache_hit_server'])} |")

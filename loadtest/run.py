@@ -28,7 +28,7 @@ import httpx
 from tqdm import tqdm
 
 from loadtest.proxy_bench import arrivals
-from loadtest.stream_client import CallRecord, stream_call
+from loadtest.stream_client import CUT, CallRecord, stream_call
 from loadtest.workloads import WORKLOADS, Options, Session
 
 TIMELINE_BIN = 0.5        # seconds per bin of the throughput-over-time series
@@ -88,8 +88,7 @@ async def run_session(session: Session, client: httpx.AsyncClient, model: str, t
     try:
         batch = next(session)
         while True:
-            done = await asyncio.gather(*(stream_call(client, c, model, t0) for c in batch))
-            records += done
+            done = await asyncio.gather(*(stream_call(client, c, model, t0, records) for c in batch))
             if not all(r.ok for r in done):
                 return False
             batch = session.send([r.text for r in done])
@@ -141,12 +140,13 @@ def timeline(records: list[CallRecord], seconds: float) -> dict:
     bins = int(seconds / TIMELINE_BIN) + 1
     tokens, finished = [0.0] * bins, [0] * bins
     for r in records:
-        if not r.ok:
+        if not (r.ok or r.cut):
             continue
         per_chunk = r.completion_tokens / max(len(r.chunk_times), 1)
         for t in r.chunk_times:
             tokens[min(int((r.start + t) / TIMELINE_BIN), bins - 1)] += per_chunk
-        finished[min(int((r.start + r.e2e) / TIMELINE_BIN), bins - 1)] += 1
+        if r.ok:
+            finished[min(int((r.start + r.e2e) / TIMELINE_BIN), bins - 1)] += 1
     return {"bin_seconds": TIMELINE_BIN, "output_tokens": [round(x, 2) for x in tokens], "finished_calls": finished}
 
 
@@ -163,7 +163,7 @@ def run_workload(url: str, workload: str, sessions: int, options: Options, load:
             records, seconds, done, cut = asyncio.run(drive(url, model, work, load, headers, bar))
         after = scrape_counters(client)
     server = {k: after[k] - before[k] for k in after} if before and after else None
-    gaps = [g for r in records if r.ok for g in r.gaps]
+    gaps = [g for r in records if r.ok or r.cut for g in r.gaps]
     if len(gaps) > ITL_SAMPLE:
         gaps = random.Random(load.seed).sample(gaps, ITL_SAMPLE)
     return RunResult(target, workload, sessions, asdict(options), asdict(load), seconds, done, cut,
@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         results.append(result)
     path = write_results(results, args.out, {"command": " ".join(sys.argv), "url": args.url})
     render_report(path, args.out)
-    return 0 if all(not c["error"] for r in results for c in r.calls) else 1
+    return 0 if all(c["error"] in (None, CUT) for r in results for c in r.calls) else 1
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ text. An endpoint that sends no usage gets its completion tokens estimated as on
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -15,6 +16,7 @@ import httpx
 from loadtest.workloads import Call
 
 PATHS = {"chat": "/v1/chat/completions", "completions": "/v1/completions"}
+CUT = "cut: still streaming when the run's drain ended"
 
 
 @dataclass(slots=True)
@@ -33,6 +35,11 @@ class CallRecord:
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    @property
+    def cut(self) -> bool:
+        """Cancelled at the run's end: its tokens so far count toward throughput, its latencies do not."""
+        return self.error == CUT
 
     @property
     def gaps(self) -> list[float]:
@@ -68,10 +75,13 @@ def chunk_text(endpoint: str, chunk: dict) -> str:
     return out
 
 
-async def stream_call(client: httpx.AsyncClient, call: Call, model: str, t0: float) -> CallRecord:
-    """POST the call streamed and time it; never raises for an HTTP or protocol failure (it is recorded)."""
+async def stream_call(client: httpx.AsyncClient, call: Call, model: str, t0: float,
+                      records: list[CallRecord]) -> CallRecord:
+    """POST the call streamed and time it, its record added to `records` as it starts (so a call cut by
+    cancellation keeps what it streamed); never raises for an HTTP or protocol failure (it is recorded)."""
     start = time.perf_counter()
     rec = CallRecord(call.endpoint, start - t0)
+    records.append(rec)
     try:
         async with client.stream("POST", PATHS[call.endpoint], json=request_body(call, model)) as resp:
             if resp.status_code != 200:
@@ -101,6 +111,9 @@ async def stream_call(client: httpx.AsyncClient, call: Call, model: str, t0: flo
                     rec.cached_tokens = cached
     except (httpx.HTTPError, ValueError) as err:
         rec.error = f"{type(err).__name__}: {err}"
+    except asyncio.CancelledError:
+        rec.error, rec.e2e, rec.completion_tokens = CUT, time.perf_counter() - start, len(rec.chunk_times)
+        raise
     rec.e2e = time.perf_counter() - start
     if rec.ok and not rec.completion_tokens:
         rec.completion_tokens = len(rec.chunk_times)
