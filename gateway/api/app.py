@@ -1,37 +1,94 @@
 """The HTTP app: thin routes (parse, call the Backend, shape the response) behind the gateway
-middleware (authentication, rate limits, body size, request metrics)."""
+middleware (authentication, rate limits, body size, request metrics).
+
+The two generation routes are plain ASGI handlers `(scope, receive) -> answer`: a POST to exactly their
+path goes to them straight from the middleware (Dispatch), past Starlette's router, its Request and
+its per-route exception wrappers; every other request, and their own other methods, take Starlette's
+routes as before. A handler raises ApiError only before it returns its answer.
+"""
 from __future__ import annotations
 
-import json
+import os
 import time
-import uuid
+from collections.abc import Awaitable, Callable
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.api.auth import KeyStore
+from gateway.api.answers import JsonAnswer
+from gateway.api.auth import ANONYMOUS, KeyStore
 from gateway.api.chat import ChatShaper, parse_chat
 from gateway.api.completions import CompletionShaper, parse_completion
 from gateway.api.errors import ApiError, api_error_handler, internal_error, method_not_allowed, unknown_route
 from gateway.api.generation import Timing, merged, respond
+from gateway.api.jsonio import loads
 from gateway.api.limits import RateLimiter
 from gateway.api.metrics import Metrics
 from gateway.api.middleware import GatewayMiddleware
 from gateway.config import ServeConfig
 from gateway.protocol import Backend, ModelCard, Usage
 
+Answer = Callable[[Scope, Receive, Send], Awaitable[None]]
+Handler = Callable[[Scope, Receive], Awaitable[Answer]]
+
+
+class ClientGone(Exception):
+    """The client hung up before its request body was read: nobody to answer."""
+
+
+def request_id(prefix: str) -> str:
+    return prefix + os.urandom(16).hex()
+
+
+class Dispatch:
+    """POST to a generation route's exact path: its handler, straight; anything else: the rest of the app."""
+
+    def __init__(self, app: ASGIApp, handlers: dict[str, Handler]):
+        self.app, self.handlers = app, handlers
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        handler = self.handlers.get(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
+        if handler is None:
+            await self.app(scope, receive, send)
+            return
+        try:
+            answer = await handler(scope, receive)
+        except ApiError as err:
+            answer = err.response()
+        except ClientGone:
+            return
+        await answer(scope, receive, send)
+
+
+def as_route(handler: Handler) -> Callable[[Request], Awaitable[Answer]]:
+    async def endpoint(request: Request) -> Answer:
+        return await handler(request.scope, request.receive)
+    return endpoint
+
 
 def model_object(card: ModelCard) -> dict:
     return {"id": card.id, "object": "model", "created": card.created or int(time.time()), "owned_by": card.owned_by}
 
 
-async def read_json(request: Request):
-    raw = await request.body()
+async def read_body(receive: Receive) -> bytes:
+    parts = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        parts.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(parts)
+
+
+async def read_json(receive: Receive):
+    raw = await read_body(receive)
     try:
-        return json.loads(raw)
+        return loads(raw)
     except (ValueError, RecursionError):         # bad JSON, bad UTF-8, 5,000-digit numbers, deep nesting
         raise ApiError(400, "We could not parse the JSON body of your request. (HINT: This likely means you aren't "
                             "using your HTTP library correctly. The OpenAI API expects a JSON payload.)",
@@ -47,11 +104,8 @@ def create_app(backend: Backend, cfg: ServeConfig | None = None) -> Starlette:
     metrics = Metrics(stats)
     limiter = RateLimiter(cfg.requests_per_minute, cfg.tokens_per_minute)
 
-    def api_key(request: Request) -> str:
-        return getattr(request.state, "api_key", "anonymous")
-
-    def finished(request: Request):
-        key = getattr(request.state, "rate_key", api_key(request))
+    def finished(state: dict):
+        key = state.get("rate_key") or state.get("api_key", ANONYMOUS)
 
         def record(usage: Usage | None, timing: Timing) -> None:
             total = time.perf_counter() - timing.start
@@ -65,48 +119,51 @@ def create_app(backend: Backend, cfg: ServeConfig | None = None) -> Starlette:
                 limiter.debit(key, usage.total_tokens)
         return record
 
-    async def chat(request: Request) -> Response:
-        req, model, stream, include_usage = parse_chat(await read_json(request), served, api_key(request),
-                                                       "chatcmpl-" + uuid.uuid4().hex)
+    async def chat(scope: Scope, receive: Receive) -> Answer:
+        state = scope.setdefault("state", {})
+        req, model, stream, include_usage = parse_chat(await read_json(receive), served,
+                                                       state.get("api_key", ANONYMOUS), request_id("chatcmpl-"))
         req.model, req.stream = model, stream
         shaper = ChatShaper(model, req.n, req.params.logprobs)
-        return await respond(backend.generate(req), shaper, stream, include_usage, finished(request))
+        return await respond(backend.generate(req), shaper, stream, include_usage, finished(state))
 
-    async def completions(request: Request) -> Response:
+    async def completions(scope: Scope, receive: Receive) -> Answer:
+        state = scope.setdefault("state", {})
         reqs, model, stream, include_usage, echoes = parse_completion(
-            await read_json(request), served, api_key(request), "cmpl-" + uuid.uuid4().hex)
+            await read_json(receive), served, state.get("api_key", ANONYMOUS), request_id("cmpl-"))
         for r in reqs:
             r.model, r.stream = model, stream
         shaper = CompletionShaper(model, len(reqs) * reqs[0].n, reqs[0].params.logprobs, echoes)
-        return await respond(merged(backend, reqs), shaper, stream, include_usage, finished(request))
+        return await respond(merged(backend, reqs), shaper, stream, include_usage, finished(state))
 
-    async def list_models(_: Request) -> JSONResponse:
-        return JSONResponse({"object": "list", "data": [model_object(m) for m in models]})
+    async def list_models(_: Request) -> JsonAnswer:
+        return JsonAnswer({"object": "list", "data": [model_object(m) for m in models]})
 
-    async def get_model(request: Request) -> JSONResponse:
+    async def get_model(request: Request) -> JsonAnswer:
         name = request.path_params["model"]
         if name not in by_id:
             raise ApiError(404, f"The model '{name}' does not exist", "model", "model_not_found")
-        return JSONResponse(model_object(by_id[name]))
+        return JsonAnswer(model_object(by_id[name]))
 
-    async def health(_: Request) -> JSONResponse:
+    async def health(_: Request) -> JsonAnswer:
         state = await backend.health()
-        return JSONResponse({**state, "models": sorted(served)}, 200 if state.get("status") == "ok" else 503)
+        return JsonAnswer({**state, "models": sorted(served)}, 200 if state.get("status") == "ok" else 503)
 
     async def metrics_route(_: Request) -> Response:
         body, content_type = metrics.render()
         return Response(body, media_type=content_type)
 
+    generation = {"/v1/chat/completions": chat, "/v1/completions": completions}
     routes = [
-        Route("/v1/chat/completions", chat, methods=["POST"]),
-        Route("/v1/completions", completions, methods=["POST"]),
+        *(Route(path, as_route(handler), methods=["POST"]) for path, handler in generation.items()),
         Route("/v1/models", list_models, methods=["GET"]),
         Route("/v1/models/{model:path}", get_model, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
         Route("/metrics", metrics_route, methods=["GET"]),
     ]
     middleware = [Middleware(GatewayMiddleware, keys=KeyStore.from_config(cfg), limiter=limiter, metrics=metrics,
-                             max_body_bytes=cfg.max_body_bytes)]
+                             max_body_bytes=cfg.max_body_bytes),
+                  Middleware(Dispatch, handlers=generation)]
     handlers = {ApiError: api_error_handler, 404: unknown_route, 405: method_not_allowed, Exception: internal_error}
     app = Starlette(routes=routes, middleware=middleware, exception_handlers=handlers)
     app.state.limiter, app.state.metrics = limiter, metrics

@@ -8,7 +8,8 @@ from __future__ import annotations
 import logging
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+
+from gateway.api.answers import JsonAnswer
 
 log = logging.getLogger(__name__)
 
@@ -29,27 +30,32 @@ class ApiError(Exception):
     def body(self) -> dict:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
-    def response(self) -> JSONResponse:
-        return JSONResponse(self.body(), self.status, headers=self.headers)
+    def response(self) -> JsonAnswer:
+        return JsonAnswer(self.body(), self.status, self.headers)
 
 
 def invalid(message: str, param: str | None = None, code: str | None = None) -> ApiError:
     return ApiError(400, message, param, code)
 
 
-async def api_error_handler(_: Request, exc: Exception) -> JSONResponse:
+async def api_error_handler(_: Request, exc: Exception) -> JsonAnswer:
     return exc.response()
 
 
-async def unknown_route(request: Request, _exc: Exception) -> JSONResponse:
+async def unknown_route(request: Request, _exc: Exception) -> JsonAnswer:
     return ApiError(404, f"Unknown request URL: {request.method} {request.url.path}", code="unknown_url").response()
 
 
-async def method_not_allowed(request: Request, _exc: Exception) -> JSONResponse:
+async def method_not_allowed(request: Request, _exc: Exception) -> JsonAnswer:
     return ApiError(405, f"Method {request.method} is not allowed for {request.url.path}",
                     code="method_not_allowed").response()
 
 
-async def internal_error(request: Request, exc: Exception) -> JSONResponse:
-    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return ApiError(500, "The server had an error while processing your request.", code="internal_error").response()
+def server_error(method: str, path: str, exc: BaseException) -> ApiError:
+    """The 500 for a bug, logged with its traceback."""
+    log.error("unhandled error on %s %s", method, path, exc_info=exc)
+    return ApiError(500, "The server had an error while processing your request.", code="internal_error")
+
+
+async def internal_error(request: Request, exc: Exception) -> JsonAnswer:
+    return server_error(request.method, request.url.path, exc).response()

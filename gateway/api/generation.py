@@ -2,21 +2,23 @@
 
 The first Delta is awaited before the response starts, so errors the backend raises up front
 (context length, bad token ids) are proper 4xx responses; an error after the stream has started
-goes out as an `error` event, as OpenAI does. Cancellation (client gone) propagates into the
-backend's generator, which aborts the request and frees its memory.
+goes out as an `error` event, as OpenAI does. A client that hangs up mid-stream cancels the writing
+task, and the cancellation propagates into the backend's generator, which aborts the request and
+frees its memory. A stream writes each Delta's chunks in one message and ends with the usage chunk,
+[DONE] and the end of the body in one, so a short answer costs few writes.
 """
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
 
-from sse_starlette.sse import EventSourceResponse
-from starlette.responses import JSONResponse
+from starlette.types import Receive, Scope, Send
 
+from gateway.api.answers import STREAM_HEADERS, JsonAnswer, Listener, event
 from gateway.api.errors import ApiError
+from gateway.api.jsonio import dumps
 from gateway.api.shapes import Shaper
 from gateway.protocol import (Backend, BackendUnavailable, Delta, GenerateRequest, InvalidRequest, Overloaded,
                               UpstreamError, Usage)
@@ -93,10 +95,13 @@ class Timing:
         self.gaps: list[float] = []
         self._last: float | None = None
 
-    async def next(self, it: AsyncIterator[Delta]) -> Delta:
+    async def next(self, it: AsyncIterator[Delta]) -> Delta | None:
+        """The next Delta, None at the end."""
         t = time.perf_counter()
         try:
             return await it.__anext__()
+        except StopAsyncIteration:
+            return None
         finally:
             now = time.perf_counter()
             self.waiting += now - t
@@ -107,46 +112,67 @@ class Timing:
             self._last = now
 
 
+Done = Callable[[Usage | None, Timing], None]
+
+
 async def respond(deltas: AsyncIterator[Delta], shaper: Shaper, stream: bool, include_usage: bool,
-                  on_done: Callable[[Usage | None, Timing], None]):
+                  on_done: Done) -> JsonAnswer | Stream:
     timing = Timing()
     try:
         first = await timing.next(deltas)
-    except StopAsyncIteration:
-        first = None
     except Exception as exc:
         raise backend_error(exc) from exc
-
-    async def all_deltas() -> AsyncIterator[Delta]:
-        d = first
+    if stream:
+        return Stream(deltas, first, shaper, include_usage, on_done, timing)
+    d = first
+    try:
         while d is not None:
             shaper.add(d)
-            yield d
-            try:
-                d = await timing.next(deltas)
-            except StopAsyncIteration:
-                d = None
+            d = await timing.next(deltas)
+    except Exception as exc:
+        raise backend_error(exc) from exc
+    on_done(shaper.final_usage, timing)
+    return JsonAnswer(shaper.full())
 
-    if not stream:
+
+class Stream:
+    """The SSE answer: OpenAI's chunks as the Deltas come, then the usage chunk if asked for, then [DONE]."""
+
+    def __init__(self, deltas: AsyncIterator[Delta], first: Delta | None, shaper: Shaper, include_usage: bool,
+                 on_done: Done, timing: Timing):
+        self.deltas, self.first, self.shaper, self.include_usage = deltas, first, shaper, include_usage
+        self.on_done, self.timing = on_done, timing
+        self.complete = False               # every Delta went out: the usage is final
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": STREAM_HEADERS})
+        listener = Listener(receive, send)
         try:
-            async for _ in all_deltas():
-                pass
-        except Exception as exc:
-            raise backend_error(exc) from exc
-        on_done(shaper.final_usage, timing)
-        return JSONResponse(shaper.full())
+            tail = await self.events(send, listener)
+        except asyncio.CancelledError:
+            if listener.absorbed():             # the client hung up: nobody to answer
+                return
+            raise
+        finally:
+            listener.stop()
+        await send({"type": "http.response.body", "body": tail, "more_body": False})
+        if self.complete:
+            self.on_done(self.shaper.final_usage, self.timing)
 
-    async def events():
+    async def events(self, send: Send, listener: Listener) -> bytes:
+        """Sends every chunk but the last; returns the last events (usage, [DONE]), or the error event."""
+        shaper, d = self.shaper, self.first
         try:
-            async for d in all_deltas():
-                for chunk in shaper.chunks(d, include_usage):
-                    yield {"data": json.dumps(chunk, ensure_ascii=False)}
+            while d is not None:
+                shaper.add(d)
+                chunks = shaper.chunks(d, self.include_usage)
+                if chunks:
+                    await send({"type": "http.response.body", "more_body": True,
+                                "body": b"".join([event(dumps(c)) for c in chunks])})
+                    listener.sent()
+                d = await self.timing.next(self.deltas)
         except Exception as exc:
-            yield {"data": json.dumps(backend_error(exc).body())}
-            return
-        if include_usage:
-            yield {"data": json.dumps(shaper.usage_chunk())}
-        yield {"data": "[DONE]"}
-        on_done(shaper.final_usage, timing)
-
-    return EventSourceResponse(events(), sep="\n", ping=15)
+            return event(dumps(backend_error(exc).body()))
+        self.complete = True
+        usage = event(dumps(shaper.usage_chunk())) if self.include_usage else b""
+        return usage + b"data: [DONE]\n\n"

@@ -89,9 +89,13 @@ class GatewayMiddleware:
                  max_body_bytes: int, routes: Iterable[str] = ROUTES):
         self.app, self.keys, self.limiter, self.metrics = app, keys, limiter, metrics
         self.max_body_bytes = max_body_bytes
+        self._exact = {r: r for r in routes if "{" not in r}
         self._routes: list[tuple[re.Pattern[str], str]] = [compile_path(r)[:2] for r in routes]
 
     def route_label(self, path: str) -> str:
+        label = self._exact.get(path)
+        if label is not None:
+            return label
         for pattern, label in self._routes:
             if pattern.match(path):
                 return label

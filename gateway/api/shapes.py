@@ -7,8 +7,8 @@ as OpenAI sends them.
 """
 from __future__ import annotations
 
+import os
 import time
-import uuid
 from abc import ABC, abstractmethod
 
 from gateway.protocol import Delta, TokenLogprob, Usage
@@ -38,7 +38,7 @@ class Shaper(ABC):
 
     def __init__(self, model: str, n: int, want_logprobs: bool):
         self.model, self.n, self.want_logprobs = model, n, want_logprobs
-        self.id = self.id_prefix + uuid.uuid4().hex[:24]
+        self.id = self.id_prefix + os.urandom(12).hex()
         self.created = int(time.time())
         self.text = [""] * n
         self.logprobs: list[list[TokenLogprob]] = [[] for _ in range(n)]

@@ -64,12 +64,12 @@ class Exchange:
 
     async def start(self, request: bytes) -> None:
         self.writer.write(request)
-        head = (await self.read(self.reader.readuntil(b"\r\n\r\n"))).split(b"\r\n")
+        head = (await self.read(self.reader.readuntil(b"\r\n\r\n"))).decode("latin-1").split("\r\n")
         self.status = int(head[0][9:12])
         for line in head[1:]:
-            name, _, value = line.partition(b":")
+            name, _, value = line.partition(":")
             if name:
-                self.headers[name.strip().lower().decode("latin-1")] = value.strip().decode("latin-1")
+                self.headers[name.strip().lower()] = value.strip()
         self.chunked = self.headers.get("transfer-encoding", "").lower() == "chunked"
         self.length = int(self.headers["content-length"]) if "content-length" in self.headers else None
         self.reusable = (self.chunked or self.length is not None) and \
@@ -100,6 +100,13 @@ class Exchange:
             yield rest
 
     async def body(self, limit: int = 1 << 20) -> bytes:
+        """The whole body, or its first `limit` bytes and more (then the connection is not reused)."""
+        if self.length is not None and not self.chunked:
+            if self.length > limit:
+                return await self.read(self.reader.readexactly(limit + 1))
+            out = await self.read(self.reader.readexactly(self.length)) if self.length else b""
+            self.finished = True
+            return out
         out = b""
         async for part in self.parts():
             out += part

@@ -8,11 +8,10 @@ SDK (see http1.py), in OpenAI's wire format, as the SDK would send and read them
 """
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
+from gateway.api.jsonio import dumps, loads
 from gateway.protocol import Delta, GenerateRequest, InvalidRequest, ModelCard, UpstreamError, Usage
 from gateway.spec_api.http1 import Exchange, Origin, Timeout, Unreachable
 from gateway.spec_api.schema_guard import guarded, needs_guard
@@ -62,31 +61,41 @@ class UpstreamBackend:
             return guarded(self.whole, req, model, self.schema_retries)
         return self.stream(req, model) if req.stream else self.whole(req, model)
 
-    @asynccontextmanager
-    async def call(self, req: GenerateRequest, model: str, stream: bool) -> AsyncIterator[Exchange]:
-        """The upstream's answer, started with a 200; every failure as the UpstreamError the Router judges."""
+    async def open(self, req: GenerateRequest, model: str, stream: bool) -> Exchange:
+        """The upstream's answer, started with a 200, for the caller to read and close; every failure as
+        the UpstreamError the Router judges."""
         path, body = request_body(req, model, self.wire, stream)
-        answer = None
         try:
-            answer = await self.origin.post(path, json.dumps(body, ensure_ascii=False).encode())
-            if answer.status != 200:
-                raise status_error(self.name, answer.status, await answer.body(), answer.headers)
-            yield answer
-        except Timeout:
-            raise UpstreamError(504, f"Upstream {self.name!r} timed out.", code="upstream_timeout") from None
-        except Unreachable as err:
-            code, what = ("upstream_disconnected", "broke off the response") if answer else \
-                ("upstream_unreachable", "could not be reached")
-            raise UpstreamError(502, f"Upstream {self.name!r} {what}: {err}", code=code) from None
-        finally:
-            if answer is not None:
+            answer = await self.origin.post(path, dumps(body))
+        except (Timeout, Unreachable) as err:
+            raise self.failure(err, answered=False) from None
+        if answer.status != 200:
+            try:
+                raw = await answer.body()
+            except (Timeout, Unreachable) as err:
+                raise self.failure(err, answered=True) from None
+            finally:
                 answer.close()
+            raise status_error(self.name, answer.status, raw, answer.headers)
+        return answer
+
+    def failure(self, err: Timeout | Unreachable, answered: bool) -> UpstreamError:
+        if isinstance(err, Timeout):
+            return UpstreamError(504, f"Upstream {self.name!r} timed out.", code="upstream_timeout")
+        code, what = ("upstream_disconnected", "broke off the response") if answered else \
+            ("upstream_unreachable", "could not be reached")
+        return UpstreamError(502, f"Upstream {self.name!r} {what}: {err}", code=code)
 
     async def whole(self, req: GenerateRequest, model: str) -> AsyncIterator[Delta]:
-        async with self.call(req, model, stream=False) as answer:
-            raw = await answer.body(MAX_BODY)
+        answer = await self.open(req, model, stream=False)
         try:
-            deltas = whole_deltas(json.loads(raw), req.messages is not None)
+            raw = await answer.body(MAX_BODY)
+        except (Timeout, Unreachable) as err:
+            raise self.failure(err, answered=True) from None
+        finally:
+            answer.close()
+        try:
+            deltas = whole_deltas(loads(raw), req.messages is not None)
         except (ValueError, AttributeError, KeyError, TypeError, IndexError):
             raise malformed(self.name, raw) from None
         for d in deltas:
@@ -94,7 +103,8 @@ class UpstreamBackend:
 
     async def stream(self, req: GenerateRequest, model: str) -> AsyncIterator[Delta]:
         reader, done = ChunkReader(req.messages is not None), False
-        async with self.call(req, model, stream=True) as answer:
+        answer = await self.open(req, model, stream=True)
+        try:
             async for line in answer.lines():
                 if done or not line.startswith(b"data:"):
                     continue                        # read to the end, so the connection is kept
@@ -103,7 +113,7 @@ class UpstreamBackend:
                     done = True
                     continue
                 try:
-                    chunk = json.loads(data)
+                    chunk = loads(data)
                 except ValueError:
                     raise malformed(self.name, data) from None
                 if not isinstance(chunk, dict):
@@ -116,6 +126,10 @@ class UpstreamBackend:
                     raise malformed(self.name, data) from err
                 for d in deltas:
                     yield d
+        except (Timeout, Unreachable) as err:
+            raise self.failure(err, answered=True) from None
+        finally:
+            answer.close()
         if not done:
             raise UpstreamError(502, f"Upstream {self.name!r} ended the response before it was complete.",
                                 code="upstream_disconnected")
@@ -135,7 +149,7 @@ def status_error(name: str, status: int, raw: bytes, headers: dict[str, str]) ->
     """A 4xx is the client's: the same status and error body, except 401/403, which refuse radixgate's own
     key. 5xx becomes a gateway error naming the upstream."""
     try:
-        body = json.loads(raw)
+        body = loads(raw)
         error = body.get("error", body) if isinstance(body, dict) else {}
     except ValueError:
         error = {}
