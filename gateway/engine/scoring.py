@@ -52,7 +52,9 @@ def score_choices(engine: Engine, namespace: str, prefix: list[int], choices: li
     runner, cache, rows = engine.runner, engine.cache, engine.runner.req_pool
     limit = min(runner.max_context, runner.pool.num_slots - 1)
     if not prefix or not all(choices) or len(prefix) + max(map(len, choices)) > limit:
-        raise InvalidRequest(f"a select needs a prefix and choices within the context ({limit} tokens)", "program")
+        raise InvalidRequest(f"This model's maximum context length is {limit} tokens. However, a select's prefix "
+                             f"({len(prefix)} tokens) and its longest choice ({max(map(len, choices))} tokens) "
+                             f"exceed it.", "program")
     p = len(prefix)
     match = cache.match_prefix(namespace, prefix[:-1])
     cache.lock(match.node)
