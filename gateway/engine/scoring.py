@@ -10,9 +10,10 @@ Runs on the engine thread between two steps (`Engine.call`), as its own forwards
 
     1. the prefix, less what the radix tree already holds (the match is capped at prefix[:-1],
        because the logits at the prefix's last token score every choice's first token), is
-       computed in one row and inserted into the tree;
-    2. every choice of two or more tokens extends that prefix in a row of its own, all in one
-       forward (rows permitting), by its tokens but the last; the logits at each give the next.
+       computed in one row, in chunks of the scheduler's `chunk_tokens`, and inserted into the tree;
+    2. every choice of two or more tokens extends that prefix in a row of its own by its tokens
+       but the last (the logits at each give the next), as many choices per forward as free rows
+       and `chunk_tokens` allow.
 
 Choice K/V is freed afterwards; only the prefix stays cached, for the turn that continues.
 Log-probabilities are the model's own: no temperature, penalty or logit bias applies.
@@ -62,16 +63,23 @@ def score_choices(engine: Engine, namespace: str, prefix: list[int], choices: li
     try:
         tail = _slots(engine, p - m)
         shared = match.slots + tail
+        budget = engine.scheduler.chunk_tokens
         row = _row(rows)
         try:
             rows.table[row, :p] = torch.tensor(shared, dtype=torch.int32)
-            last = _forward(engine, [(row, prefix, m, p)], [p - m - 1])
+            for start in range(m, p, budget):           # in chunks, as the scheduler prefills
+                end = min(start + budget, p)
+                last = _forward(engine, [(row, prefix, start, end)], [end - start - 1] if end == p else [])
         finally:
             rows.free(row)
         out = [[x] for x in last[0, torch.tensor([c[0] for c in choices], device=last.device)].tolist()]
         longer = [i for i, c in enumerate(choices) if len(c) > 1]
         while longer:
-            group, longer = longer[:max(1, rows.available)], longer[max(1, rows.available):]
+            group = longer[:1]
+            while len(group) < min(len(longer), rows.available) and \
+                    sum(len(choices[i]) - 1 for i in longer[:len(group) + 1]) <= budget:
+                group = longer[:len(group) + 1]
+            longer = longer[len(group):]
             for i, lps in zip(group, _extend_choices(engine, prefix, shared, [choices[i] for i in group])):
                 out[i] += lps
         cache.insert_and_release(namespace, prefix, shared, m)      # the turn continues from here

@@ -1,6 +1,6 @@
-"""engine/scoring.py on its own: scores do not depend on the radix cache or on how many request
-rows are free (choices then go in several forwards), every slot is accounted for afterwards, and
-the prefix stays cached for the turn that continues."""
+"""engine/scoring.py on its own: scores do not depend on the radix cache, on how many request rows
+are free or on the chunk size (the prefix and the choices then go in several forwards), every slot
+is accounted for afterwards, and the prefix stays cached for the turn that continues."""
 from __future__ import annotations
 
 import pytest
@@ -12,8 +12,9 @@ from gateway.engine.scoring import normalized, score_choices
 @pytest.fixture
 def engines(tiny_qwen3_dir):
     made = {name: Engine(tiny_qwen3_dir, name="tiny-qwen3", device="cpu", dtype="float32", kv_slots=4096,
-                         max_running=rows, max_context=1024, radix=radix, debug_checks=True)
-            for name, rows, radix in (("cached", 256, True), ("two_rows", 2, True), ("uncached", 256, False))}
+                         max_running=rows, max_context=1024, radix=radix, chunk_tokens=chunk, debug_checks=True)
+            for name, rows, radix, chunk in (("cached", 256, True, 2048), ("two_rows", 2, True, 2048),
+                                             ("uncached", 256, False, 2048), ("chunks_of_4", 256, True, 4))}
     yield made
     for e in made.values():
         e.shutdown()
@@ -45,7 +46,7 @@ def test_scores_are_the_same_whatever_the_cache_and_rows(engines):
         if e.cache.enabled:
             assert e.call(lambda e=e: e.cache.match_prefix("t", prefix).length) == len(prefix)
     assert [len(lp) for lp in results["cached"]] == [len(c) for c in choices]
-    for name in ("two_rows", "uncached"):
+    for name in ("two_rows", "uncached", "chunks_of_4"):
         assert [len(lp) for lp in results[name]] == [len(c) for c in choices]
         assert flat(results[name]) == pytest.approx(flat(results["cached"]), abs=1e-4), name
 
