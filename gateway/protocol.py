@@ -154,8 +154,8 @@ class Delta:
     usage: Usage | None = None
     tool_calls: list[ToolCall] | None = None
     fields: dict[str, str] | None = None           # a program's filled fields by name, on its last Delta
-    scores: dict[str, list[float]] | None = None   # a program's select scores by name, per choice (local engine)
     upstream_calls: int | None = None              # upstream API calls a program took (None: local engine)
+    scores: dict[str, list[float]] | None = None   # a program's select scores by name, per choice (local engine)
 
 
 @dataclass(frozen=True, slots=True)
