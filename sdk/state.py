@@ -118,10 +118,11 @@ class ProgramState:
     def text_iter(self, name: str) -> Iterator[str]:
         """The text of field `name` as it is generated. Runs the pending turns in a helper thread
         unless the program itself runs in the background (`run(..., stream=True)`)."""
-        stream = self._streams.setdefault(name, FieldStream())
+        pending = any(name in t.pending_names() for t in self.turns)
+        stream = self._stream(name) if pending or name not in self._streams else self._streams[name]
         helper = None
         if self.thread is None or not self.thread.is_alive():
-            if any(name in t.pending_names() for t in self.turns):
+            if pending:
                 self.streaming = True
                 helper = threading.Thread(target=self.fill_recorded, name=f"sdk-stream-{name}", daemon=True)
                 helper.start()
@@ -173,11 +174,18 @@ class ProgramState:
                     if f.name in result.scores:
                         self.scores[f.name] = result.scores[f.name]
                     if f.name in self._streams:
-                        self._streams[f.name].finish(result.values[f.name])
+                        self._stream(f.name).finish(result.values[f.name])
                 turn.fill(result.values)
 
     def _push(self, name: str, piece: str) -> None:
-        self._streams.setdefault(name, FieldStream()).push(piece)
+        self._stream(name).push(piece)
+
+    def _stream(self, name: str) -> FieldStream:
+        """The stream of field `name`'s next value (a field filled again, in a loop, streams anew)."""
+        stream = self._streams.get(name)
+        if stream is None or stream.done:
+            stream = self._streams[name] = FieldStream()
+        return stream
 
     def close_streams(self) -> None:
         for name, stream in self._streams.items():

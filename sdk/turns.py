@@ -75,6 +75,8 @@ class FieldStream:
         """The field is filled with `value`: what the pieces lack of it is pushed (a backend that
         does not stream a field gives it whole here)."""
         with self._cond:
+            if self.done:
+                return
             seen = "".join(self.pieces)
             if value is not None and value.startswith(seen) and len(value) > len(seen):
                 self.pieces.append(value[len(seen):])

@@ -53,8 +53,13 @@ def check(name: str, result, scored: bool) -> None:
 @pytest.mark.parametrize("name", EXAMPLES)
 def test_example_on_the_local_engine(name, local, capsys):
     module, argv, _ = EXAMPLES[name]
-    check(name, module.main(["--base-url", local, *argv]), scored=True)
-    assert capsys.readouterr().out.strip()
+    result = module.main(["--base-url", local, *argv])
+    check(name, result, scored=True)
+    out = capsys.readouterr().out
+    assert out.strip()
+    if name == "multi_turn_chat":                # each answer as streamed, piece by piece, is the final one
+        for i, question in enumerate(multi_turn_chat.QUESTIONS):
+            assert f"user: {question}\nassistant: {result[f'answer{i}']}\n" in out
 
 
 @pytest.mark.parametrize("name", EXAMPLES)

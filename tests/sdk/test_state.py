@@ -223,6 +223,9 @@ def test_text_iter_streams_a_field_while_the_program_runs():
     s2 = function(lambda s: None).run(backend=b)
     s2 += gen("x")
     assert "".join(s2.text_iter("x")) == "<x>"
+    b.values["x"] = "second"                              # the name filled again streams its new value
+    s2 += " " + gen("x")
+    assert "".join(s2.text_iter("x")) == "second" and s2.text() == "<x> second"
 
 
 def test_radixgate_streamed_pieces_go_to_their_fields():
