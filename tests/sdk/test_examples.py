@@ -18,7 +18,7 @@ EXAMPLES = {
     "multiple_choice": (multiple_choice, [], Answers({"answer": "C"})),
     "tree_of_thought": (tree_of_thought, ["--max-tokens", "6"],
                         Answers({"step": "3 * 4 = 12", "verdict": "yes", "answer": "3 * 4 + 5 = 17"})),
-    "json_extraction": (json_extraction, [], Answers({"person": '{"name": "Maria Lopez", "age": 34, "city": "Lisbon"}'})),
+    "json_extraction": (json_extraction, ["--max-tokens", "16"], Answers({"person": '{"name": "Maria Lopez", "age": 34, "city": "Lisbon"}'})),
     "multi_turn_chat": (multi_turn_chat, ["--max-tokens", "6"], Answers({}, "A short answer.")),
     "react_agent": (react_agent, ["--max-tokens", "6", "--max-steps", "2"],
                     Answers({"thought": "I know it.", "action": "finish", "input": "84"})),

@@ -8,14 +8,15 @@ import pytest
 from gateway.engine.engine import Engine
 from gateway.engine.scoring import normalized, score_choices
 
+NS = "scoring-test"                 # a cache namespace of its own on the shared engine
+
 
 @pytest.fixture
-def engines(tiny_qwen3_dir):
+def engines(tiny_qwen3_dir, tiny_engine):
     made = {name: Engine(tiny_qwen3_dir, name="tiny-qwen3", device="cpu", dtype="float32", kv_slots=4096,
                          max_running=rows, max_context=1024, radix=radix, chunk_tokens=chunk, debug_checks=True)
-            for name, rows, radix, chunk in (("cached", 256, True, 2048), ("two_rows", 2, True, 2048),
-                                             ("uncached", 256, False, 2048), ("chunks_of_4", 256, True, 4))}
-    yield made
+            for name, rows, radix, chunk in (("two_rows_chunks_of_4", 2, True, 4), ("uncached", 256, False, 2048))}
+    yield {"cached": tiny_engine, **made}
     for e in made.values():
         e.shutdown()
 
@@ -36,17 +37,17 @@ def test_scores_are_the_same_whatever_the_cache_and_rows(engines):
     choices = [tok.encode(c) for c in ("red", "light blue", "a very dark green", "x", "purple-ish grey")]
     results = {}
     for name, e in engines.items():
-        first = e.call(lambda e=e: score_choices(e, "t", prefix, choices))
-        again = e.call(lambda e=e: score_choices(e, "t", prefix, choices))      # now with the prefix cached
+        first = e.call(lambda e=e: score_choices(e, NS, prefix, choices))
+        again = e.call(lambda e=e: score_choices(e, NS, prefix, choices))      # now with the prefix cached
         assert flat(again.logprobs) == pytest.approx(flat(first.logprobs), abs=1e-4)
         assert again.cached_tokens == (len(prefix) - 1 if e.cache.enabled else 0)
         assert first.prompt_tokens == len(prefix) + sum(len(c) - 1 for c in choices)
         results[name] = first.logprobs
         assert idle_slots_accounted(e)
         if e.cache.enabled:
-            assert e.call(lambda e=e: e.cache.match_prefix("t", prefix).length) == len(prefix)
+            assert e.call(lambda e=e: e.cache.match_prefix(NS, prefix).length) == len(prefix)
     assert [len(lp) for lp in results["cached"]] == [len(c) for c in choices]
-    for name in ("two_rows", "uncached", "chunks_of_4"):
+    for name in ("two_rows_chunks_of_4", "uncached"):
         assert [len(lp) for lp in results[name]] == [len(c) for c in choices]
         assert flat(results[name]) == pytest.approx(flat(results["cached"]), abs=1e-4), name
 
