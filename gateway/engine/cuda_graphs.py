@@ -25,10 +25,15 @@ from gateway.engine.transfer import to_device
 from gateway.engine.models import DecoderForCausalLM
 
 
+GRAPH_STEP = 64
+
+
 def graph_batch_sizes(max_batch: int) -> list[int]:
-    """1, 2, 4, ... below max_batch, then max_batch itself."""
+    """1, 2, 4, ... 32, then every multiple of GRAPH_STEP below max_batch, then max_batch itself: a large
+    batch pads by less than GRAPH_STEP rows, since the padding's share of a memory-bound step is its cost."""
     assert max_batch >= 1
-    return [1 << i for i in range(max_batch.bit_length()) if 1 << i < max_batch] + [max_batch]
+    small = [1 << i for i in range(6) if 1 << i < max_batch]
+    return small + list(range(GRAPH_STEP, max_batch, GRAPH_STEP)) + [max_batch]
 
 
 class DecodeGraphs:

@@ -22,7 +22,7 @@ import torch
 from gateway.engine.constrained import Constraints
 from gateway.engine.program import run_program
 from gateway.engine.radix_cache import RadixCache
-from gateway.engine.outbox import Outbox
+from gateway.engine.outbox import Mailbox, Outbox
 from gateway.engine.outputs import Outputs
 from gateway.engine.request import Req, ReqGroup
 from gateway.engine.runner import ModelRunner
@@ -32,6 +32,7 @@ from gateway.engine.stats import StepTimings
 from gateway.engine.stop import StopStrings
 from gateway.engine.tokenizer import Tokenizer
 from gateway.engine.tools import ToolCallStream, ToolFormat, tool_grammar
+from gateway.engine.transfer import to_device
 from gateway.protocol import BackendUnavailable, Delta, GenerateRequest, InvalidRequest, ModelCard, Overloaded
 from gateway.structured.constraint import compile_constraint
 from gateway.structured.grammar import Grammar
@@ -114,9 +115,8 @@ class Engine:
         prompt_ids, grammar = await asyncio.to_thread(self._prepare, req)
         max_new = self._max_new_tokens(req, len(prompt_ids))
         loop = asyncio.get_running_loop()
-        deltas: asyncio.Queue[Delta | BaseException] = asyncio.Queue()
-
-        emit = self._outbox.sink(loop, deltas, lambda: self._inbox.put(lambda: self._abort(req.request_id)))
+        box = Mailbox()
+        emit = self._outbox.sink(loop, box, lambda: self._inbox.put(lambda: self._abort(req.request_id)))
         group = ReqGroup(req.request_id, len(prompt_ids), emit, open_choices=req.n)
         reqs = [self._make_req(req, group, i, prompt_ids, max_new) for i in range(req.n)]
         for r in reqs:
@@ -127,11 +127,11 @@ class Engine:
         finished = False
         try:
             while not finished:
-                delta = await deltas.get()
-                if isinstance(delta, BaseException):
-                    raise delta
-                finished = delta.usage is not None
-                yield delta
+                for delta in await box.take():
+                    if isinstance(delta, BaseException):
+                        raise delta
+                    finished = delta.usage is not None
+                    yield delta
         finally:
             if not finished:
                 self._inbox.put(lambda: self._abort(req.request_id))
@@ -270,9 +270,12 @@ class Engine:
             self.scheduler.check_integrity(pending=batch)
         t1 = time.perf_counter()
         logits = self.runner.forward(batch)
-        sampling = [i for i in range(len(batch.reqs)) if batch.samples(i)]
+        sampling = [i for i in range(len(batch.reqs)) if batch.samples(i)] if batch.is_prefill \
+            else range(len(batch.reqs))               # every decoding request samples
         reqs = [batch.reqs[i] for i in sampling]
-        drawn = self._launch_sampling(reqs, logits[sampling]) if reqs else None
+        if len(sampling) < len(batch.reqs):       # a list index would copy from pageable memory: a sync
+            logits = logits.index_select(0, to_device(list(sampling), torch.int64, logits.device))
+        drawn = self._launch_sampling(reqs, logits) if reqs else None
         self.scheduler.commit(batch)
         t2 = time.perf_counter()
         self.outputs.report_deferred()
@@ -290,6 +293,7 @@ class Engine:
         self.timings.add(batch.is_prefill, len(batch.reqs), schedule=t1 - t0, forward=t2 - t1 + t4 - t3,
                          finish=t3 - t2 + time.perf_counter() - t4)
 
+    @torch.inference_mode()             # the logits are the runner's inference tensors, sampled in place
     def _launch_sampling(self, reqs: list[Req], logits: torch.Tensor):
         rows = [SamplingRow(r.params, r.prompt_ids, r.output_ids, r.generator) for r in reqs]
         return self.sampler.launch(logits, rows, self.constraints.bitmask([r.matcher for r in reqs]))

@@ -130,3 +130,4 @@ def test_graph_batch_sizes():
     assert graph_batch_sizes(1) == [1]
     assert graph_batch_sizes(8) == [1, 2, 4, 8]
     assert graph_batch_sizes(100) == [1, 2, 4, 8, 16, 32, 64, 100]
+    assert graph_batch_sizes(300) == [1, 2, 4, 8, 16, 32, 64, 128, 192, 256, 300]
