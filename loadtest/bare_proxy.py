@@ -21,7 +21,9 @@ def bare_app(upstream: str) -> Starlette:
     origin = Origin(upstream, {}, timeout=30.0)
 
     async def forward(request: Request) -> Response:
-        exchange = await origin.post("/chat/completions", await request.body())
+        body = await request.body()
+        # as radixgate's client is used: a plain call's answer is awaited whole, a stream's by its head
+        exchange = await origin.post("/chat/completions", body, whole=b'"stream"' not in body)
         kind = exchange.headers.get("content-type", "application/json")
         if "event-stream" not in kind:
             try:

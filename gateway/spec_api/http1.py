@@ -8,15 +8,25 @@ in fractions of a millisecond (loadtest/proxy_bench.py). Only what an OpenAI-com
 connection at a time, Content-Length or chunked bodies, TLS for https, and a timeout that covers
 connecting and every wait for the next part of the answer. A connection goes back to the pool only
 after its answer was read to the end.
+
+Each connection is an asyncio Protocol that parses the answer as its bytes arrive (head, then a
+Content-Length, chunked or until-close body) and wakes its reader once per arrival with everything
+that arrived: a whole small answer costs one wake-up, where asyncio's StreamReader took one for the
+head and one for the body (about 40 us less CPU per call on the reference machine).
 """
 from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import AsyncIterator, Awaitable
+from collections import deque
+from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
-BROKEN = (asyncio.IncompleteReadError, asyncio.LimitOverrunError, OSError, ValueError)
+HEAD_LIMIT = 1 << 20             # a longer head (or chunk-size line) is a broken answer
+PAUSE, RESUME = 1 << 20, 1 << 18  # a streamed answer's unread bytes: stop reading the socket, then go on
+
+# Where the parser is in an answer.
+HEAD, LENGTH, CHUNK_SIZE, CHUNK_DATA, CHUNK_END, TRAILERS, UNTIL_CLOSE, DONE = range(8)
 
 
 class Timeout(Exception):
@@ -27,68 +37,211 @@ class Unreachable(Exception):
     """The connection could not be made, or broke off before the answer was complete."""
 
 
+class Connection(asyncio.Protocol):
+    """One keep-alive connection; its bytes go to the exchange under way."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.exchange: Exchange | None = None
+        self.closed = False                     # end of file or lost: never reused
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        if self.exchange is not None:
+            self.exchange.feed(data)
+        else:                                   # bytes nobody asked for: the connection is out of step
+            self.closed = True
+            self.transport.close()
+
+    def eof_received(self) -> bool:
+        self.closed = True
+        if self.exchange is not None:
+            self.exchange.ended(None)
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.exchange is not None:
+            self.exchange.ended(exc)
+
+
 class Exchange:
     """One request and its answer on one connection. A single watchdog timer aborts the connection
-    once no read has finished for `timeout` seconds; reads only note the time, and the timer re-arms
+    once nothing has arrived for `timeout` seconds; arrivals only note the time, and the timer re-arms
     itself when it fires early, so a long stream costs one timer, not one per read."""
 
-    def __init__(self, origin: Origin, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
-        self.origin, self.reader, self.writer = origin, reader, writer
+    def __init__(self, origin: Origin, conn: Connection):
+        self.origin, self.conn = origin, conn
         self.loop = asyncio.get_running_loop()
         self.timeout = origin.timeout
         self.last = self.loop.time()
-        self.fired = False
         self.timer = self.loop.call_at(self.last + self.timeout, self.check)
         self.status, self.headers = 0, {}
         self.chunked, self.length, self.reusable, self.finished = False, None, False, False
+        self.state, self.remaining, self.buffer = HEAD, 0, b""
+        self.ready: deque[bytes] = deque()      # body bytes arrived and not yet taken
+        self.unread = 0
+        self.streaming = self.paused = False
+        self.failure: Exception | None = None
+        self.waiter: asyncio.Future | None = None
+        self.whole = False                      # the reader waits for the end of the body (or `limit` bytes)
+        self.limit = 0
+        conn.exchange = self
+
+    # ----- the protocol's side -------------------------------------------------------------------
 
     def check(self) -> None:
         due = self.last + self.timeout
         if self.loop.time() >= due:
-            self.fired = True
-            self.writer.transport.abort()
+            self.fail(Timeout(f"no answer within {self.timeout:g} s"))
+            self.conn.transport.abort()
         else:
             self.timer = self.loop.call_at(due, self.check)
 
-    async def read(self, pending: Awaitable[bytes]) -> bytes:
-        try:
-            data = await pending
-        except BROKEN as err:
-            if self.fired:
-                raise Timeout(f"no answer within {self.timeout:g} s") from None
-            raise Unreachable(f"the connection broke off: {err!r}") from None
-        if self.fired:                          # a read that ended at the abort's end of file
-            raise Timeout(f"no answer within {self.timeout:g} s")
+    def feed(self, data: bytes) -> None:
         self.last = self.loop.time()
-        return data
+        self.buffer += data
+        try:
+            self.parse()
+        except ValueError as err:
+            self.fail(Unreachable(f"a malformed answer: {err}"))
+            self.conn.transport.abort()
+        if self.streaming and not self.paused and self.unread > PAUSE:
+            self.paused = True
+            self.conn.transport.pause_reading()
+        if not self.whole or self.finished or self.unread > self.limit or self.failure is not None:
+            self.wake()
 
-    async def start(self, request: bytes) -> None:
-        self.writer.write(request)
-        head = (await self.read(self.reader.readuntil(b"\r\n\r\n"))).decode("latin-1").split("\r\n")
-        self.status = int(head[0][9:12])
-        for line in head[1:]:
+    def ended(self, exc: Exception | None) -> None:
+        if self.state == UNTIL_CLOSE and exc is None:
+            self.state, self.finished = DONE, True
+        elif self.state != DONE:
+            self.fail(Unreachable(f"the connection broke off: {exc!r}" if exc else "the connection broke off"))
+        self.wake()
+
+    def fail(self, failure: Exception) -> None:
+        if self.failure is None:
+            self.failure = failure
+
+    def wake(self) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    def parse(self) -> None:
+        buf, state = self.buffer, self.state
+        while buf or state == DONE:
+            if state == HEAD:
+                end = buf.find(b"\r\n\r\n")
+                if end < 0:
+                    if len(buf) > HEAD_LIMIT:
+                        raise ValueError("the head is too long")
+                    break
+                self.read_head(buf[:end])
+                buf = buf[end + 4:]
+                if self.chunked:
+                    state = CHUNK_SIZE
+                elif self.length is not None:
+                    state, self.remaining = (LENGTH, self.length) if self.length else (DONE, 0)
+                else:
+                    state = UNTIL_CLOSE
+            elif state in (LENGTH, CHUNK_DATA):
+                take = buf[:self.remaining]
+                buf = buf[len(take):]
+                self.take(take)
+                self.remaining -= len(take)
+                if not self.remaining:
+                    state = DONE if state == LENGTH else CHUNK_END
+            elif state == CHUNK_SIZE:
+                end = buf.find(b"\r\n")
+                if end < 0:
+                    if len(buf) > HEAD_LIMIT:
+                        raise ValueError("a chunk size line is too long")
+                    break
+                self.remaining = int(buf[:end].split(b";", 1)[0], 16)
+                buf = buf[end + 2:]
+                state = CHUNK_DATA if self.remaining else TRAILERS
+            elif state == CHUNK_END:
+                if len(buf) < 2:
+                    break
+                if buf[:2] != b"\r\n":
+                    raise ValueError("a chunk does not end with CRLF")
+                buf, state = buf[2:], CHUNK_SIZE
+            elif state == TRAILERS:
+                end = buf.find(b"\r\n")
+                if end < 0:
+                    break
+                buf, state = buf[end + 2:], (TRAILERS if end else DONE)
+            elif state == UNTIL_CLOSE:
+                self.take(buf)
+                buf = b""
+            else:                               # DONE
+                self.finished = True
+                if buf:                         # more than the answer: the connection is out of step
+                    self.reusable, buf = False, b""
+                break
+        self.buffer, self.state = buf, state
+
+    def read_head(self, head: bytes) -> None:
+        lines = head.decode("latin-1").split("\r\n")
+        if not lines[0].startswith("HTTP/1."):
+            raise ValueError(f"not an HTTP/1 status line: {lines[0][:80]!r}")
+        self.status = int(lines[0][9:12])
+        for line in lines[1:]:
             name, _, value = line.partition(":")
             if name:
                 self.headers[name.strip().lower()] = value.strip()
         self.chunked = self.headers.get("transfer-encoding", "").lower() == "chunked"
         self.length = int(self.headers["content-length"]) if "content-length" in self.headers else None
+        if self.length is not None and self.length < 0:
+            raise ValueError("a negative Content-Length")
         self.reusable = (self.chunked or self.length is not None) and \
             self.headers.get("connection", "").lower() != "close"
 
+    def take(self, part: bytes) -> None:
+        if part:
+            self.ready.append(part)
+            self.unread += len(part)
+
+    # ----- the reader's side ---------------------------------------------------------------------
+
+    async def arrival(self) -> None:
+        """Until more has arrived (or the answer failed)."""
+        if self.failure is not None:
+            raise self.failure
+        self.waiter = self.loop.create_future()
+        try:
+            await self.waiter
+        finally:
+            self.waiter = None
+
+    async def start(self, request: bytes, whole: bool) -> None:
+        self.conn.transport.write(request)
+        if whole:
+            await self.wait_whole(1 << 20)
+        while self.state == HEAD:
+            await self.arrival()
+
+    def taken(self) -> bytes:
+        data = b"".join(self.ready) if len(self.ready) != 1 else self.ready[0]
+        self.ready.clear()
+        self.unread = 0
+        return data
+
     async def parts(self) -> AsyncIterator[bytes]:
-        read, reader = self.read, self.reader
-        if self.chunked:
-            while size := int((await read(reader.readuntil(b"\r\n"))).split(b";", 1)[0], 16):
-                yield (await read(reader.readexactly(size + 2)))[:-2]
-            while await read(reader.readuntil(b"\r\n")) != b"\r\n":       # trailers
-                pass
-        elif self.length is not None:
-            if self.length:
-                yield await read(reader.readexactly(self.length))
-        else:
-            while part := await read(reader.read(65536)):
-                yield part
-        self.finished = True
+        """The body as it arrives: everything that came, then the failure if the answer broke off."""
+        self.streaming = True
+        while True:
+            if self.ready:
+                yield self.taken()
+                if self.paused:
+                    self.paused = False
+                    self.conn.transport.resume_reading()
+            elif self.finished:
+                return
+            else:
+                await self.arrival()
 
     async def lines(self) -> AsyncIterator[bytes]:
         rest = b""
@@ -99,32 +252,34 @@ class Exchange:
         if rest:
             yield rest
 
+    async def wait_whole(self, limit: int) -> None:
+        """Until the whole body, or more than `limit` bytes of it, arrived: one wake-up, not one per part."""
+        self.whole, self.limit = True, limit
+        try:
+            while not self.finished and self.unread <= limit:
+                await self.arrival()
+        finally:
+            self.whole = False
+
     async def body(self, limit: int = 1 << 20) -> bytes:
         """The whole body, or its first `limit` bytes and more (then the connection is not reused)."""
-        if self.length is not None and not self.chunked:
-            if self.length > limit:
-                return await self.read(self.reader.readexactly(limit + 1))
-            out = await self.read(self.reader.readexactly(self.length)) if self.length else b""
-            self.finished = True
-            return out
-        out = b""
-        async for part in self.parts():
-            out += part
-            if len(out) > limit:
-                break
-        return out
+        await self.wait_whole(limit)
+        return self.taken()
 
     def close(self) -> None:
         """Back to the pool when read to the end, else the connection is dropped."""
-        if self.writer is None:
+        conn = self.conn
+        if conn is None:
             return
+        self.conn = None
+        conn.exchange = None
         self.timer.cancel()
         self.origin.in_use -= 1
-        if self.finished and self.reusable and len(self.origin.idle) < self.origin.max_idle:
-            self.origin.idle.append((self.reader, self.writer))
+        if self.finished and self.reusable and not self.ready and not conn.closed \
+                and len(self.origin.idle) < self.origin.max_idle:
+            self.origin.idle.append(conn)
         else:
-            self.writer.close()
-        self.writer = None
+            conn.transport.close()
 
 
 class Origin:
@@ -143,43 +298,46 @@ class Origin:
         fixed = {"Host": url.netloc.rpartition("@")[2], "Content-Type": "application/json",
                  "Accept": "text/event-stream, application/json", "User-Agent": "radixgate", **headers}
         self.head = "".join(f"{k}: {v}\r\n" for k, v in fixed.items()).encode("latin-1")
-        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self.idle: list[Connection] = []
         self.in_use = 0                         # exchanges not closed yet
 
-    async def connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    async def connect(self) -> Connection:
+        loop = asyncio.get_running_loop()
         try:
-            return await asyncio.wait_for(asyncio.open_connection(
-                self.host, self.port, ssl=self.tls, limit=1 << 20), self.connect_timeout)
+            _, conn = await asyncio.wait_for(loop.create_connection(
+                Connection, self.host, self.port, ssl=self.tls), self.connect_timeout)
+            return conn
         except asyncio.TimeoutError:
             raise Timeout(f"could not connect within {self.connect_timeout:g} s") from None
         except OSError as err:
             raise Unreachable(f"could not connect: {err.strerror or err}") from None
 
-    async def post(self, path: str, body: bytes) -> Exchange:
+    async def post(self, path: str, body: bytes, whole: bool = False) -> Exchange:
+        """`whole`: return once the whole answer (up to 1 MiB of body) is in, rather than once its head is."""
         request = b"POST %s HTTP/1.1\r\n%sContent-Length: %d\r\n\r\n%s" % (
             (self.prefix + path).encode(), self.head, len(body), body)
         while self.idle:
-            reader, writer = self.idle.pop()
-            if reader.at_eof() or writer.is_closing():
-                writer.close()
+            conn = self.idle.pop()
+            if conn.closed or conn.transport.is_closing():
+                conn.transport.close()
                 continue
             try:
-                return await self.send(reader, writer, request)
+                return await self.send(conn, request, whole)
             except Unreachable:                 # closed by the server while idle, most likely: one fresh try
                 break
-        return await self.send(*await self.connect(), request)
+        return await self.send(await self.connect(), request, whole)
 
-    async def send(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> Exchange:
+    async def send(self, conn: Connection, request: bytes, whole: bool) -> Exchange:
         self.in_use += 1
-        exchange = Exchange(self, reader, writer)
+        exchange = Exchange(self, conn)
         try:
-            await exchange.start(request)
+            await exchange.start(request, whole)
         except BaseException:
             exchange.close()
             raise
         return exchange
 
     async def close(self) -> None:
-        for _, writer in self.idle:
-            writer.close()
+        for conn in self.idle:
+            conn.transport.close()
         self.idle.clear()

@@ -66,7 +66,7 @@ class UpstreamBackend:
         the UpstreamError the Router judges."""
         path, body = request_body(req, model, self.wire, stream)
         try:
-            answer = await self.origin.post(path, dumps(body))
+            answer = await self.origin.post(path, dumps(body), whole=not stream)
         except (Timeout, Unreachable) as err:
             raise self.failure(err, answered=False) from None
         if answer.status != 200:
