@@ -33,11 +33,15 @@ REPAIR = "That value is not valid: {error}. Write only the corrected value, with
 class OpenAICompatible:
     def __init__(self, base_url: str | None = None, model: str | None = None, api_key: str | None = None, *,
                  temperature: float | None = None, max_tokens: int | None = None, select: str = "enum",
-                 retries: int = 1, timeout: float = 600.0, client: openai.OpenAI | None = None):
+                 retries: int = 1, timeout: float = 600.0, extra_body: dict | None = None,
+                 client: openai.OpenAI | None = None):
+        """`temperature` and `max_tokens`: the defaults of gens that set none; `extra_body`: more
+        request fields for every request (an endpoint's own extensions)."""
         if select not in ("enum", "logprobs"):
             raise ValueError("select must be 'enum' or 'logprobs'")
         self.chat = ChatClient(base_url, model, api_key, timeout, client)
         self.temperature, self.max_tokens, self.select, self.retries = temperature, max_tokens, select, retries
+        self.extra_body = dict(extra_body or {})
 
     def prefill(self, messages: list[dict], partial: str) -> Usage:
         return Usage()
@@ -66,6 +70,8 @@ class OpenAICompatible:
     def _params(self, kw: dict) -> dict:
         """The request's parameters: a field's temperature and max_tokens, else the backend's."""
         out = {k: v for k, v in kw.items() if v is not None}
+        if self.extra_body:
+            out["extra_body"] = self.extra_body
         for key, default in (("temperature", self.temperature), ("max_tokens", self.max_tokens)):
             if key not in out and default is not None:
                 out[key] = default

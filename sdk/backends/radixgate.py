@@ -22,15 +22,17 @@ from sdk.primitives import Gen, Segment, Text
 class RadixGate:
     def __init__(self, base_url: str | None = None, model: str | None = None, api_key: str | None = None, *,
                  temperature: float | None = None, max_tokens: int | None = None, timeout: float = 600.0,
-                 prefill_forks: bool = True, client: openai.OpenAI | None = None):
+                 prefill_forks: bool = True, extra_body: dict | None = None, client: openai.OpenAI | None = None):
         """`temperature` and `max_tokens`: the defaults of gens that set none (None: the server's).
+        `extra_body`: more request fields for every request (e.g. `cache_salt`, `chat_template_kwargs`).
         `prefill_forks`: before a fork, one short request computes the shared prompt, so the
         branches (sent together) all find it in the radix cache instead of each computing it."""
         self.chat = ChatClient(base_url, model, api_key, timeout, client)
         self.temperature, self.max_tokens, self.prefill_forks = temperature, max_tokens, prefill_forks
+        self.extra_body = dict(extra_body or {})
 
     def _request(self, messages: list[dict], program: list[dict]) -> dict:
-        kw: dict = {"messages": messages, "extra_body": {"program": program}}
+        kw: dict = {"messages": messages, "extra_body": {**self.extra_body, "program": program}}
         if self.temperature is not None:
             kw["temperature"] = self.temperature
         if self.max_tokens is not None:

@@ -1,10 +1,13 @@
 """A fork of 8 branches over a 1,000-token shared prefix on the local engine: the prefix is
-computed once (the engine's computed-token counter and the branches' cached tokens show it) and
+computed once (the engine's computed-token counter, the branches' cached tokens and the radix hit
+rate on /metrics show it) and
 the branches run concurrently (8 requests in flight at once, decoded in shared batches)."""
 from __future__ import annotations
 
+import re
 import threading
 
+import httpx
 import pytest
 
 from gateway.engine.engine import Engine
@@ -87,6 +90,9 @@ def test_a_fork_computes_the_shared_prefix_once_and_runs_its_branches_together(e
     # Usage says the same: the prefill request computed the prefix; every branch found it cached.
     assert state.usage.requests == 1 + BRANCHES
     assert state.usage.cached_tokens >= BRANCHES * (len(shared) - 2)
+    metrics = httpx.get(f"{base}/metrics").text
+    hit_rate = float(re.search(r"^radixgate_radix_hit_rate ([0-9.e+-]+)$", metrics, re.M).group(1))
+    assert hit_rate >= BRANCHES * (len(shared) - 2) / ((BRANCHES + 1) * max(map(len, branch_prompts)))
     # The branches were in flight together and decoded in shared batches.
     assert backend.most == BRANCHES
     decode = engine.timings.decode
