@@ -8,10 +8,11 @@ Segments as a client writes them, and the normal form every backend receives in
      "regex": str | None, "json_schema": dict | None, "choices": [str] | None}
                                                        a generated field; at most one constraint
     {"select": name, "choices": [str], "normalize": "mean" | "sum" | "first_token"}
-                                                       one of the choices, the best by its tokens' log-
-                                                       probability after the turn so far (normalize:
-                                                       their mean, the default, their sum, or the first
-                                                       token's); a backend that scores returns the scores
+                                                       one of the choices, the best by the log-probability
+                                                       of its own token ids after the turn so far
+                                                       (normalize: their mean, the default, their sum, or
+                                                       the first token's; gateway/engine/scoring.py); a
+                                                       backend that scores returns the scores
 
 A gen's `stop` may be a string or up to 4 strings; a gen's `temperature` and `max_tokens` fall back to
 the request's.
