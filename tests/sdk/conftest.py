@@ -1,12 +1,13 @@
 """Fixtures for the SDK tests: radixgate on the tiny CPU engine, a fake OpenAI upstream answering
-programs' forms and field requests (loadtest.program_upstream.FormFiller), and radixgate in front
-of that fake."""
+programs' forms and field requests (loadtest.program_upstream.FormFiller), radixgate in front of
+that fake, and the tiny model in HF transformers as the reference for select scores."""
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
 
 import pytest
+import torch
 
 from gateway.spec_api.upstream_config import PoolConfig, RouterConfig, UpstreamConfig
 from loadtest.fake_upstream import FakeUpstream
@@ -50,3 +51,17 @@ def fake_model() -> Iterator[Callable[[dict[str, str]], tuple[str, str, FakeUpst
             gateway = stack.enter_context(serve(create_app(upstream_router(pool))))
             return url, gateway, fake
         yield start
+
+
+@pytest.fixture(scope="session")
+def hf_model(tiny_qwen3_dir):
+    from transformers import AutoModelForCausalLM
+    return AutoModelForCausalLM.from_pretrained(tiny_qwen3_dir, dtype=torch.float32).eval()
+
+
+def reference(model, prefix: list[int], choice: list[int]) -> list[float]:
+    """Log-probabilities of choice's tokens after prefix, from one plain forward of prefix + choice."""
+    with torch.no_grad():
+        logits = model(torch.tensor([prefix + choice])).logits[0].float()
+    logprobs = torch.log_softmax(logits, dim=-1)
+    return [logprobs[len(prefix) - 1 + j, t].item() for j, t in enumerate(choice)]

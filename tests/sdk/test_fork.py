@@ -91,7 +91,7 @@ def test_a_fork_computes_the_shared_prefix_once_and_runs_its_branches_together(e
     assert state.usage.requests == 1 + BRANCHES
     assert state.usage.cached_tokens >= BRANCHES * (len(shared) - 2)
     metrics = httpx.get(f"{base}/metrics").text
-    hit_rate = float(re.search(r"^radixgate_radix_hit_rate ([0-9.e+-]+)$", metrics, re.M).group(1))
+    hit_rate = float(re.search(r"^radixgate_radix_hit_rate ([0-9.e+-]+)$", metrics, re.MULTILINE).group(1))
     assert hit_rate >= BRANCHES * (len(shared) - 2) / ((BRANCHES + 1) * max(map(len, branch_prompts)))
     # The branches were in flight together and decoded in shared batches.
     assert backend.most == BRANCHES

@@ -9,27 +9,12 @@ import math
 
 import openai
 import pytest
-import torch
 
 from sdk import OpenAICompatible, RadixGate, assistant, function, select, system, user
-from tests.sdk.conftest import Answers
+from tests.sdk.conftest import Answers, reference
 
 ASK = [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "Is a radix tree a trie?"}]
 CHOICES = ["yes", "no", "it is a compressed trie", "maybe!"]
-
-
-@pytest.fixture(scope="module")
-def hf_model(tiny_qwen3_dir):
-    from transformers import AutoModelForCausalLM
-    return AutoModelForCausalLM.from_pretrained(tiny_qwen3_dir, dtype=torch.float32).eval()
-
-
-def reference(model, prefix: list[int], choice: list[int]) -> list[float]:
-    """Log-probabilities of choice's tokens after prefix, from one plain forward of prefix + choice."""
-    with torch.no_grad():
-        logits = model(torch.tensor([prefix + choice])).logits[0].float()
-    logprobs = torch.log_softmax(logits, dim=-1)
-    return [logprobs[len(prefix) - 1 + j, t].item() for j, t in enumerate(choice)]
 
 
 @function
