@@ -12,6 +12,9 @@ write only that field's value (a turn that is one free field alone is asked as a
                  top_logprobs, each choice scored by the best log-probability of a top token its
                  text starts with (first-token scores, returned like radixgate's); where none
                  matches, the enum way
+
+An endpoint that answers a response_format with a 400 is asked without one from then on (the
+instruction names the rules, and the reply is read back and checked here).
 """
 from __future__ import annotations
 
@@ -42,6 +45,7 @@ class OpenAICompatible:
         self.chat = ChatClient(base_url, model, api_key, timeout, client)
         self.temperature, self.max_tokens, self.select, self.retries = temperature, max_tokens, select, retries
         self.extra_body = dict(extra_body or {})
+        self.json_schema = True                # until the endpoint refuses a response_format
 
     def prefill(self, messages: list[dict], partial: str) -> Usage:
         return Usage()
@@ -78,7 +82,15 @@ class OpenAICompatible:
         return out
 
     def _call(self, result: TurnResult, ask: list[dict], **kw):
-        r = self.chat.create(messages=ask, **self._params(kw))
+        if not self.json_schema:
+            kw.pop("response_format", None)
+        try:
+            r = self.chat.create(messages=ask, **self._params(kw))
+        except openai.BadRequestError:
+            if "response_format" not in kw:
+                raise
+            self.json_schema = False            # the endpoint refuses structured outputs: instructions alone
+            return self._call(result, ask, **kw)
         result.usage.add(Usage.of(r.usage))
         if not r.choices:
             raise ProgramError("the endpoint answered with no choices")

@@ -10,6 +10,7 @@ import math
 import openai
 import pytest
 
+from loadtest.fake_upstream import Reply
 from sdk import OpenAICompatible, RadixGate, assistant, function, select, system, user
 from tests.sdk.conftest import Answers, reference
 
@@ -65,3 +66,23 @@ def test_a_bad_normalize_is_a_400(local):
         client.chat.completions.create(model="tiny-qwen3", messages=ASK, extra_body={
             "program": [{"select": "a", "choices": ["x", "y"], "normalize": "max"}]})
     assert err.value.body["param"] == "program[0].normalize"
+
+
+def test_an_endpoint_without_structured_outputs_is_asked_by_instruction(fake_model):
+    upstream, _, fake = fake_model(Answers({"pick": "blue"}))
+    answer = fake.reply
+
+    def no_response_format(body):
+        if "response_format" in body:
+            return Reply(status=400, message="response_format is not supported", param="response_format")
+        return answer(body)
+
+    fake.reply = no_response_format
+
+    @function
+    def pick(s):
+        s += user("Pick a colour.")
+        s += assistant("I pick " + select("pick", ["red", "blue"]))
+
+    state = pick.run(backend=OpenAICompatible(upstream)).check()
+    assert state["pick"] == "blue" and [("response_format" in b) for b in fake.bodies] == [True, False]
