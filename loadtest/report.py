@@ -73,7 +73,7 @@ def triple(d: dict) -> str:
 
 
 def summary_line(s: dict) -> str:
-    return (f"{s['target']:>16} {s['workload']:<16} {s['calls']:>5} calls {s['errors']} errors "
+    return (f"{s['target']:>16} {s['workload']:<16} {s['calls']:>5} calls {s['errors']} errors {s['cut_calls']} cut "
             f"{s['requests_per_s']:7.2f} req/s {s['output_tokens_per_s']:9,.0f} out tok/s  "
             f"TTFT p50 {ms(s['ttft']['p50'])} ms  E2E p50 {ms(s['e2e']['p50'])} ms  cache hit {pct(s['cache_hit_usage'])}")
 

@@ -27,7 +27,6 @@ from pathlib import Path
 import httpx
 from tqdm import tqdm
 
-from loadtest.proxy_bench import arrivals
 from loadtest.stream_client import CUT, CallRecord, stream_call
 from loadtest.workloads import WORKLOADS, Options, Session
 
@@ -59,6 +58,15 @@ class RunResult:
     itl_sample: list[float] = field(default_factory=list)
     timeline: dict = field(default_factory=dict)      # bin seconds, output tokens and finished calls per bin
     server: dict | None = None                        # /metrics deltas: prompt_tokens, cached_tokens
+
+
+def poisson_starts(rate: float, n: int, seed: int) -> list[float]:
+    """Seconds from the start at which each of `n` sessions arrives (exponential gaps of mean 1/rate)."""
+    rng, t, out = random.Random(seed), 0.0, []
+    for _ in range(n):
+        t += rng.expovariate(rate)
+        out.append(t)
+    return out
 
 
 def scrape_counters(client: httpx.Client) -> dict[str, float] | None:
@@ -117,18 +125,24 @@ async def drive(url: str, model: str, sessions: list[Session], load: Load, heade
                     progress.update()
 
         tasks = []
-        schedule = arrivals(load.rate, 1e9, load.seed)[:len(sessions)] if load.rate else [0.0] * len(sessions)
+        schedule = poisson_starts(load.rate, len(sessions), load.seed) if load.rate else [0.0] * len(sessions)
         for session, at in zip(sessions, schedule):
-            if load.rate and (wait := t0 + at - time.perf_counter()) > 0:
+            if deadline is not None and t0 + at > deadline:
+                break
+            if (wait := t0 + at - time.perf_counter()) > 0:
                 await asyncio.sleep(wait)
-            await gate.acquire()
+            try:
+                await asyncio.wait_for(gate.acquire(), None if deadline is None else deadline - time.perf_counter())
+            except asyncio.TimeoutError:
+                break
             if deadline is not None and time.perf_counter() > deadline:
                 gate.release()
                 break
             tasks.append(asyncio.create_task(one(session)))
         pending: set = set()
         if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=load.drain_seconds if deadline else None)
+            drain = None if deadline is None else max(deadline - time.perf_counter(), 0) + load.drain_seconds
+            _, pending = await asyncio.wait(tasks, timeout=drain)
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
