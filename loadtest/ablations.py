@@ -6,9 +6,10 @@ on/off, and `transformers` `generate()` as the naive peer (loadtest/naive_server
 
 Each target is a server in its own process (`radixgate serve ...`, the same command users run), started
 in turn, warmed up with one session of each workload (another seed, untimed; the naive peer, which
-compiles nothing, is not), then driven by loadtest/run.py. Radixgate's targets get the workloads with radixgate's extensions; the naive peer gets
-the plain bodies (select and regex become plain generations of about the same length) at concurrency 1,
-since it serves one request at a time. Every workload stops starting sessions after `--max-seconds`.
+compiles nothing, is not), then driven by loadtest/run.py. Radixgate's targets get the workloads with
+radixgate's extensions; the naive peer gets the plain bodies (select and regex become plain generations
+of about the same length) at concurrency 1, since it serves one request at a time. Every workload
+stops starting sessions after `--max-seconds`.
 Writes OUT/results.json and, where matplotlib imports, OUT/report.md with its plots (else render them
 elsewhere: `python -m loadtest.report OUT/results.json OUT`).
 """

@@ -75,7 +75,8 @@ def triple(d: dict) -> str:
 def summary_line(s: dict) -> str:
     return (f"{s['target']:>16} {s['workload']:<16} {s['calls']:>5} calls {s['errors']} errors {s['cut_calls']} cut "
             f"{s['requests_per_s']:7.2f} req/s {s['output_tokens_per_s']:9,.0f} out tok/s  "
-            f"TTFT p50 {ms(s['ttft']['p50'])} ms  E2E p50 {ms(s['e2e']['p50'])} ms  cache hit {pct(s['cache_hit_usage'])}")
+            f"TTFT p50 {ms(s['ttft']['p50'])} ms  E2E p50 {ms(s['e2e']['p50'])} ms  "
+            f"cache hit {pct(s['cache_hit_usage'])}")
 
 
 def targets_of(summaries: list[dict]) -> list[str]:
@@ -95,10 +96,11 @@ def markdown(data: dict, summaries: list[dict], plots: list[str]) -> str:
               "tokens served from the prefix cache, from each answer's usage and from the server's `/metrics`. "
               "Calls: completed (failed, cut); a cut call was still streaming when the run's drain ended: its "
               "tokens count toward throughput, its latencies do not.",
-              "", "| workload | target | calls (err, cut) | sessions done / cut | req/s | out tok/s | TTFT | ITL | TPOT | E2E "
-              "| cache hit (usage / server) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+              "", "| workload | target | calls (err, cut) | sessions done / cut | req/s | out tok/s | TTFT | ITL "
+              "| TPOT | E2E | cache hit (usage / server) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for s in summaries:
-        lines.append(f"| {s['workload']} | {s['target']} | {s['calls']} ({s['errors']}, {s['cut_calls']}) | {s['sessions_done']} / "
+        lines.append(f"| {s['workload']} | {s['target']} | {s['calls']} ({s['errors']}, {s['cut_calls']}) | "
+                     f"{s['sessions_done']} / "
                      f"{s['sessions_cut']} | {s['requests_per_s']:.2f} | {s['output_tokens_per_s']:,.0f} | "
                      f"{triple(s['ttft'])} | {triple(s['itl'])} | {triple(s['tpot'])} | {triple(s['e2e'])} | "
                      f"{pct(s['cache_hit_usage'])} / {pct(s['cache_hit_server'])} |")

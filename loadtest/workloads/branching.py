@@ -30,7 +30,8 @@ def tree_of_thought(rng: random.Random, n: int, opts: Options, width: int = 3) -
 def judge(rng: random.Random, n: int, opts: Options) -> list[Session]:
     def session(r: random.Random) -> Session:
         base = Chat().add("system", "You are a fair judge of answers.").add(
-            "user", f"Question: {words(r, opts.tokens(around(r, 80)))}\nAnswer: {words(r, opts.tokens(around(r, 300)))}")
+            "user", f"Question: {words(r, opts.tokens(around(r, 80)))}\n"
+                    f"Answer: {words(r, opts.tokens(around(r, 300)))}")
         verdicts = yield [chat_call(base.fork().add("user", f"Judge the answer's {c}."), gen(opts, opts.tokens(128)))
                           for c in CRITERIA]
         merge = base.fork()

@@ -8,9 +8,9 @@ from loadtest.workloads.base import Chat, Options, Session, Workload, chat_call,
 from loadtest.workloads.text import around, name, words
 
 WORD = r'[\w\d\s]{1,16}'
-CITY_REGEX = (r'\{\n  "name": "' + WORD + r'",\n  "country": "' + WORD + r'",\n  "latitude": [-+]?[0-9]*\.?[0-9]{0,2},\n'
-              r'  "population": [-+]?[0-9]{1,9},\n  "top 3 landmarks": \["' + WORD + r'", "' + WORD + r'", "' + WORD
-              + r'"\]\n\}')
+CITY_REGEX = (r'\{\n  "name": "' + WORD + r'",\n  "country": "' + WORD + r'",\n'
+              r'  "latitude": [-+]?[0-9]*\.?[0-9]{0,2},\n  "population": [-+]?[0-9]{1,9},\n'
+              r'  "top 3 landmarks": \["' + WORD + r'", "' + WORD + r'", "' + WORD + r'"\]\n\}')
 
 
 def json_extraction(rng: random.Random, n: int, opts: Options) -> list[Session]:
