@@ -25,16 +25,19 @@ class TransformersBackend:
 
     def __init__(self, path: str | Path, name: str | None = None, device: str = "auto", dtype: str = "auto",
                  random_weights: bool = False):
+        import transformers
         from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
         self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
         self.dtype = {"auto": torch.bfloat16 if self.device.startswith("cuda") else torch.float32,
                       "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
         self.tokenizer = AutoTokenizer.from_pretrained(path)
+        # transformers 4.x (>= 4.51, as pyproject allows) names it torch_dtype; 5.x dtype (the old name warns).
+        dtype_arg = {"dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype": self.dtype}
         if random_weights:
             with torch.device(self.device):
-                self.model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path), dtype=self.dtype)
+                self.model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path), **dtype_arg)
         else:
-            self.model = AutoModelForCausalLM.from_pretrained(path, dtype=self.dtype).to(self.device)
+            self.model = AutoModelForCausalLM.from_pretrained(path, **dtype_arg).to(self.device)
         self.model.eval()
         self.card = ModelCard(name or Path(path).name, max_context=self.model.config.max_position_embeddings)
         self.lock = threading.Lock()            # one generate() at a time: the naive way
@@ -110,7 +113,7 @@ class TransformersBackend:
 
         limit = p.max_tokens or max(1, self.card.max_context - len(ids))
         sampling = {"do_sample": False} if p.greedy else {"do_sample": True, "temperature": p.temperature,
-                                                          "top_p": p.top_p, "top_k": p.top_k or None}
+                                                          "top_p": p.top_p, "top_k": p.top_k}
         try:
             with self.lock, torch.inference_mode():
                 self.model.generate(torch.tensor([ids], device=self.device), max_new_tokens=limit,
