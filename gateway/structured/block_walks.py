@@ -13,7 +13,8 @@ import time
 from gateway.structured import json_cache
 from gateway.structured.counted_walks import plain_string
 from gateway.structured.json_schema import compile_json_schema
-from gateway.structured.json_text import FORMATS
+from gateway.structured.json_strings import lifted_count
+from gateway.structured.json_text import FORMATS, MAX_COUNT
 from gateway.structured.masks import MaskComputer
 from gateway.structured.tokens import TokenTable
 
@@ -33,5 +34,6 @@ def warm_blocks(table: TokenTable) -> float:
             masks.walk_rule(rule)
     masks.pin_walks()
     plain_string(table)
+    lifted_count(0, MAX_COUNT)           # counted strings are cut from its tables (json_text.count_dfa)
     json_cache.pin()
     return time.perf_counter() - start

@@ -6,6 +6,7 @@ raises InvalidRequest naming the parameter and the keyword, never a weaker gramm
 """
 from __future__ import annotations
 
+import gc
 import json
 from functools import lru_cache
 
@@ -19,6 +20,8 @@ PARAMS = {"regex": "regex", "choice": "choices", "json_object": "response_format
 def compile_constraint(constraint: Constraint) -> Grammar:
     if constraint.kind not in PARAMS:
         raise InvalidRequest(f"unknown constraint kind {constraint.kind!r}", "response_format")
+    paused = gc.isenabled()        # a compile makes many small objects and no cycles to collect:
+    gc.disable()                   # collections during it cost ~10% of it for nothing
     try:
         return _compile(constraint.kind, json.dumps(constraint.spec))   # key order matters: properties
     except InvalidRequest:
@@ -29,6 +32,9 @@ def compile_constraint(constraint: Constraint) -> Grammar:
         keyword = getattr(err, "keyword", None)
         param = PARAMS[constraint.kind]
         raise InvalidRequest(f"cannot enforce {param}: {err}", f"{param}.{keyword}" if keyword else param) from None
+    finally:
+        if paused:
+            gc.enable()
 
 
 @lru_cache(maxsize=512)

@@ -34,11 +34,14 @@ DIGITS = b"0123456789"
 
 class Range:
     """lo <= x <= hi (either end open when its flag is set; None: unbounded)."""
-    __slots__ = ("lo", "lo_open", "hi", "hi_open")
+    __slots__ = ("lo", "lo_open", "hi", "hi_open", "_ends")
 
     def __init__(self, lo: Fraction | None = None, lo_open: bool = False,
                  hi: Fraction | None = None, hi_open: bool = False):
         self.lo, self.lo_open, self.hi, self.hi_open = lo, lo_open, hi, hi_open
+        pq = lambda x: None if x is None else (x.numerator, x.denominator)
+        neg = lambda x: None if x is None else -x
+        self._ends = {False: (pq(lo), lo_open, pq(hi), hi_open), True: (pq(neg(hi)), hi_open, pq(neg(lo)), lo_open)}
 
     @property
     def bounded(self) -> bool:
@@ -50,24 +53,29 @@ class Range:
             return (None if self.hi is None else -self.hi), self.hi_open, (None if self.lo is None else -self.lo)
         return self.lo, self.lo_open, self.hi
 
-    def window(self, negative: bool, base: Fraction, scale: Fraction):
-        """Where u in [0, 1) may lie so that the value sign * (base + u * scale) is in range:
-        'all', None (nowhere) or (a, a_open, b, b_open) inside [0, 1]."""
-        lo, lo_open, hi, hi_open = self.lo, self.lo_open, self.hi, self.hi_open
-        if lo is None and hi is None:
+    def window(self, negative: bool, base: int, scale: int, den: int = 1):
+        """Where u in [0, 1) may lie so that the value sign * (base + u * scale) / den is in range:
+        'all', None (nowhere) or (a, a_open, b, b_open) inside [0, 1]. Whole-number arithmetic: a
+        bound p/q compares as p * den against base * q, and Fractions are made only for a window
+        that cuts [0, 1) (the automaton's construction asks this for every prefix and digit count)."""
+        lo, lo_open, hi, hi_open = self._ends[negative]     # negative: base + u s in [-hi, -lo]
+        a_cut = b_cut = None               # (numerator, denominator) of a or b where it cuts [0, 1)
+        if lo is not None:
+            num, q = lo[0] * den - base * lo[1], scale * lo[1]
+            if num > 0 or (num == 0 and lo_open):
+                a_cut = (num, q)
+        if hi is not None:
+            num, q = hi[0] * den - base * hi[1], scale * hi[1]
+            if num < 0:
+                return None                # b < 0 <= a
+            if num < q:
+                b_cut = (num, q)
+        if a_cut is None and b_cut is None:
             return "all"
-        if negative:        # -(base + u s) in [lo, hi]  <=>  base + u s in [-hi, -lo]
-            lo, lo_open, hi, hi_open = (None if hi is None else -hi), hi_open, (None if lo is None else -lo), lo_open
-        a, a_open = (Fraction(0), False) if lo is None else ((lo - base) / scale, lo_open)
-        b, b_open = (Fraction(1), True) if hi is None else ((hi - base) / scale, hi_open)
-        if a < 0 or (a == 0 and not a_open):
-            a, a_open = Fraction(0), False
-        if b >= 1:
-            b, b_open = Fraction(1), True
+        a, a_open = (Fraction(0), False) if a_cut is None else (Fraction(*a_cut), lo_open)
+        b, b_open = (Fraction(1), True) if b_cut is None else (Fraction(*b_cut), hi_open)
         if a > b or (a == b and (a_open or b_open)):
             return None
-        if (a, a_open, b, b_open) == (0, False, 1, True):
-            return "all"
         return (a, a_open, b, b_open)
 
 
@@ -105,15 +113,17 @@ def _number_dfa(lo, lo_open, hi, hi_open, integer, multiple_of) -> Dfa:
             windows = []
             more = 0 if ipart == "0" else min(max_int, budget) - k
             low, low_open, high = bounds.magnitudes(negative)
+            above_high = (lambda n: False) if high is None else lambda n: n * high.denominator > high.numerator
+            above_low = (lambda n: True) if low is None else lambda n: n * low.denominator > low.numerator
             for m in range(more + 1):
                 base = int(ipart) * 10 ** m
-                if high is not None and base > high:          # and so for every longer integer part
+                if above_high(base):          # and so for every longer integer part
                     windows += [None] * (more + 1 - m)
                     break
-                if high is None and ipart != "0" and (low is None or base > low or (base == low and not low_open)):
+                if high is None and ipart != "0" and (above_low(base) or (base == low and not low_open)):
                     windows += ["all"] * (more + 1 - m)
                     break
-                windows.append(bounds.window(negative, Fraction(base), Fraction(10 ** m)))
+                windows.append(bounds.window(negative, base, 10 ** m))
             if all(w is None for w in windows):
                 return None
             return ("int", ipart == "0", budget - k, tuple(windows), int(ipart) % mod)
@@ -121,8 +131,7 @@ def _number_dfa(lo, lo_open, hi, hi_open, integer, multiple_of) -> Dfa:
         room = min(max_frac - j, budget - k - j)
         if room < 0:
             return None
-        scale = Fraction(1, 10 ** j)
-        window = bounds.window(negative, Fraction(int(ipart + fpart), 10 ** j), scale)
+        window = bounds.window(negative, int(ipart + fpart), 1, 10 ** j)
         if window is None or (room == 0 and not (j and _contains_zero(window))):
             return None
         return ("frac", j == 0, room, window)

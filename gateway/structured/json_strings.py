@@ -23,7 +23,7 @@ from gateway.structured.grammar import Dfa
 from gateway.structured.json_cache import shared
 from gateway.structured.regex import Nfa, chars, concat, literal, to_dfa, union
 from gateway.structured.regex_parse import CodePoints, normalize
-from gateway.structured.json_text import count_dfa
+from gateway.structured.json_text import COUNT_DIGESTS, OTHERS_DIGESTS, _count_digest, count_dfa
 
 SHORT_ESCAPES = {0x22: "\"", 0x5C: "\\", 0x2F: "/", 0x08: "b", 0x0C: "f", 0x0A: "n", 0x0D: "r", 0x09: "t"}
 RAW_FORBIDDEN = [*range(0x20), 0x22, 0x5C]
@@ -61,6 +61,10 @@ def json_string(text: Dfa, escapes: EscapeRules) -> tuple[Dfa, dict[int, list[tu
 @shared(key=Dfa.digest)
 def _lifted(text: Dfa) -> tuple[Dfa, dict[int, list[tuple[CodePoints, int]]]]:
     """json_string with the escape rules still named by their code points (shared by content)."""
+    if text.digest() in COUNT_DIGESTS:
+        return _lifted_count(text, *COUNT_DIGESTS[text.digest()])
+    if text.digest() in OTHERS_DIGESTS:
+        return _lifted_others(text, OTHERS_DIGESTS[text.digest()])
     n = text.num_states
     start, final, first_esc = 0, n + 1, n + 2
     boundary = _char_boundaries(text)
@@ -82,6 +86,49 @@ def _lifted(text: Dfa) -> tuple[Dfa, dict[int, list[tuple[CodePoints, int]]]]:
     return Dfa(trans, accept, _count_bounds(text)), escaped
 
 
+def _lifted_count(text: Dfa, lo: int, hi: int | None) -> tuple[Dfa, dict[int, list[tuple[CodePoints, int]]]]:
+    """_lifted of count_dfa(lo, hi), laid out from what counts are (counted_walks' Layout) instead
+    of found by searching a table of megabytes: body boundary 1 + 8c; a closing quote from the
+    boundaries lo..top to `final`; a backslash at count c to escape state final + 1 + c, whose
+    escapes (every escapable character) return to the next count's boundary (the top count's own
+    when unbounded); with hi given, the top count takes only the closing quote."""
+    n, top = text.num_states, lo if hi is None else hi
+    final, escapes = n + 1, top if hi is not None else top + 1
+    trans = np.full((n + 2 + escapes, 256), -1, dtype=np.int32)
+    trans[1:n + 1] = np.where(text.trans >= 0, text.trans + 1, -1)
+    trans[1:n + 1, RAW_FORBIDDEN] = -1
+    trans[0, ord('"')] = 1
+    c = np.arange(top + 1)
+    trans[1 + 8 * c[lo:], ord('"')] = final
+    trans[1 + 8 * c[:escapes], ord("\\")] = final + 1 + c[:escapes]
+    after = np.minimum(c[:escapes] + 1, top)
+    escaped = {final + 1 + i: [(ESCAPABLE, 1 + 8 * int(after[i]))] for i in range(escapes)}
+    accept = np.zeros(len(trans), dtype=np.bool_)
+    accept[final] = True
+    dfa = Dfa(trans, accept, ((0, lo, hi),) if top or hi is None else ())   # as _count_bounds finds
+    dfa._digest = _count_digest(b"lifted count_dfa", lo, hi)
+    return dfa, escaped
+
+
+def _lifted_others(text: Dfa, m: int) -> tuple[Dfa, dict[int, list[tuple[CodePoints, int]]]]:
+    """_lifted of json_text.others_than(plain keys), m trie nodes, laid out: the trie nodes and the
+    any-text boundary after them (state m) are the character boundaries; from each, every escape
+    goes to state m (no key has an escapable character), through escape state final + 1 + q."""
+    n = text.num_states
+    final = n + 1
+    trans = np.full((n + 2 + m + 1, 256), -1, dtype=np.int32)
+    trans[1:n + 1] = np.where(text.trans >= 0, text.trans + 1, -1)
+    trans[1:n + 1, RAW_FORBIDDEN] = -1
+    trans[0, ord('"')] = 1
+    boundary = np.arange(m + 1)
+    trans[1 + boundary[text.accept[:m + 1]], ord('"')] = final
+    trans[1 + boundary, ord("\\")] = final + 1 + boundary
+    escaped = {final + 1 + q: [(ESCAPABLE, 1 + m)] for q in range(m + 1)}
+    accept = np.zeros(len(trans), dtype=np.bool_)
+    accept[final] = True
+    return Dfa(trans, accept), escaped
+
+
 def lifted_count(lo: int, hi: int | None) -> Dfa:
     """The JSON strings of lo..hi characters (counted_walks' layouts)."""
     return _lifted(count_dfa(lo, hi))[0]
@@ -97,7 +144,10 @@ def _count_bounds(text: Dfa) -> tuple[tuple[int, int, int | None], ...]:
     lo = int(np.flatnonzero(text.accept)[0]) // 8
     if hi is None and n != 8 * (lo + 1):
         return ()
-    return ((0, lo, hi),) if count_dfa(lo, hi).digest() == text.digest() else ()
+    count = count_dfa(lo, hi)
+    same = count.digest() == text.digest() or (count.trans.shape == text.trans.shape and np.array_equal(
+        count.trans, text.trans) and np.array_equal(count.accept, text.accept))
+    return ((0, lo, hi),) if same else ()
 
 
 def string_literal_nfa(text: str) -> Nfa:

@@ -8,6 +8,7 @@ larger minLength is refused. A length the pattern or format already implies cost
 """
 from __future__ import annotations
 
+import hashlib
 import re
 from collections import deque
 
@@ -60,6 +61,10 @@ def key_classes(declared: tuple[str, ...], patterns: tuple[str, ...], names: tup
     text = count_dfa(0, None) if names is None else names_text(names)
     if text is None:
         return []
+    singles = _literal_classes(declared, patterns, text)
+    literal = tuple(p for p in patterns if LITERAL_PATTERN.fullmatch(p))
+    patterns = tuple(p for p in patterns if p not in literal)
+    declared += tuple(LITERAL_PATTERN.fullmatch(p).group(1) for p in literal)
     if declared:
         text = others_than(declared) if names is None else intersect(text, others_than(declared), "properties")
     agreed = undisputed(patterns)
@@ -74,7 +79,25 @@ def key_classes(declared: tuple[str, ...], patterns: tuple[str, ...], names: tup
         classes = [(inside, text) for inside, text in split if text.accept.any()]
         if len(classes) > MAX_KEY_CLASSES:
             raise UnsupportedSchema("patternProperties", "its patterns overlap in too many ways")
-    return classes
+    return singles + classes
+
+
+LITERAL_PATTERN = re.compile(r"\^([A-Za-z0-9_ -]*)\$")     # a pattern ECMA reads as one key
+
+
+def _literal_classes(declared: tuple[str, ...], patterns: tuple[str, ...], text: Dfa) -> list[tuple[tuple[str, ...], Dfa]]:
+    """A class of one key per pattern `^key$` (key_classes splits the other keys by the other
+    patterns only, instead of building products with each literal one): the key's patterns are
+    the ones both readings find in it; a key they read apart, a declared key or one `text` (the
+    propertyNames) refuses is left out."""
+    out = []
+    for key in dict.fromkeys(m.group(1) for p in patterns if (m := LITERAL_PATTERN.fullmatch(p))):
+        if key in declared or not text.matches(key.encode()):
+            continue
+        inside = tuple(p for p in patterns if pattern_dfa(p).matches(key.encode()))
+        if all((re.search(p, key) is not None) == (p in inside) for p in patterns):
+            out.append((inside, choice_dfa([key])))
+    return out
 
 
 def others_than(keys: tuple[str, ...]) -> Dfa:
@@ -99,7 +122,20 @@ def others_than(keys: tuple[str, ...]) -> Dfa:
         for b, child in edges.items():
             trans[node, b] = child
     # Every state can still end: a key's last node has other characters to go on with.
-    return Dfa(trans, np.array(accept + anything.accept.tolist(), dtype=np.bool_))
+    dfa = Dfa(trans, np.array(accept + anything.accept.tolist(), dtype=np.bool_))
+    if all(_plain(key) for key in keys):
+        dfa._digest = hashlib.blake2b(b"others_than\0" + "\0".join(keys).encode(), digest_size=16).digest()
+        OTHERS_DIGESTS[dfa._digest] = len(nodes)
+    return dfa
+
+
+OTHERS_DIGESTS: dict[bytes, int] = {}       # others_than's digests, of plain keys only -> trie nodes
+
+
+def _plain(key: str) -> bool:
+    """Printable ASCII none of whose characters JSON may escape: every trie node of such keys is a
+    character boundary whose escapes all leave the keys (json_strings lifts them by layout)."""
+    return all(" " <= c <= "~" and c not in '"\\/' for c in key)
 
 
 def names_text(spec: tuple) -> Dfa | None:
@@ -271,10 +307,45 @@ def length_range(text: Dfa) -> tuple[int, int | None]:
     return shortest, max(longest[q] for q in np.flatnonzero(text.accept).tolist())
 
 
+COUNT_DIGESTS: dict[bytes, tuple[int, int | None]] = {}     # count_dfa's digests -> (lo, hi)
+
+
 @shared
 def count_dfa(lo: int, hi: int | None) -> Dfa:
     """Valid UTF-8 of lo..hi code points (hi None: no upper bound). States 8c..8c+7 serve count c:
-    the boundary, then the positions inside a multi-byte character."""
+    the boundary, then the positions inside a multi-byte character.
+
+    Cut from one table of every count up to MAX_COUNT + 1 (_count_table, built once per process
+    and pinned with the building blocks), since below its top count a count automaton is that
+    table's rows: the top count takes no further character (hi given) or loops on itself. Its
+    digest names (lo, hi) instead of hashing megabytes (COUNT_DIGESTS: json_strings lifts it from
+    the name); equal automata built otherwise only miss sharing with it."""
+    if lo > MAX_COUNT + 1 or (hi is not None and hi > MAX_COUNT + 1):
+        return _count_table(lo, hi)
+    table = _count_table(MAX_COUNT + 2, None).trans
+    top = lo if hi is None else hi
+    if hi is None:
+        trans = table[:8 * (top + 1)].copy()
+        last = trans[8 * top:]
+        last[last == 8 * (top + 1)] = 8 * top
+    else:
+        trans = table[:8 * top + 1].copy()
+        trans[8 * top] = -1
+    accept = np.zeros(len(trans), dtype=np.bool_)
+    accept[8 * np.arange(lo, top + 1)] = True
+    dfa = Dfa(trans, accept)
+    dfa._digest = _count_digest(b"count_dfa", lo, hi)
+    COUNT_DIGESTS[dfa._digest] = (lo, hi)
+    return dfa
+
+
+def _count_digest(kind: bytes, lo: int, hi: int | None) -> bytes:
+    return hashlib.blake2b(b"%s %d %d" % (kind, lo, -1 if hi is None else hi), digest_size=16).digest()
+
+
+@shared
+def _count_table(lo: int, hi: int | None) -> Dfa:
+    """count_dfa built state by state (its reference)."""
     top = lo if hi is None else hi
     size = 8 * (top + 1)
     trans = np.full((size, 256), -1, dtype=np.int32)

@@ -75,18 +75,21 @@ def _one_spelling(text: str) -> bool:
 def _trie(texts: list[bytes]) -> Dfa:
     """Exactly these byte strings, as their trie."""
     children: list[dict[int, int]] = [{}]
+    edges: list[tuple[int, int, int]] = []        # (node, byte, child), set in one assignment
     ends = set()
     for text in texts:
         node = 0
         for b in text:
             if b not in children[node]:
                 children[node][b] = len(children)
+                edges.append((node, b, len(children)))
                 children.append({})
             node = children[node][b]
         ends.add(node)
     trans = np.full((len(children), 256), -1, dtype=np.int32)
-    for node, edges in enumerate(children):
-        trans[node, list(edges)] = list(edges.values())
+    if edges:
+        src, byte, dst = zip(*edges)
+        trans[list(src), list(byte)] = dst
     accept = np.zeros(len(children), dtype=np.bool_)
     accept[list(ends)] = True
     return Dfa(trans, accept)
