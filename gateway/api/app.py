@@ -2,9 +2,10 @@
 middleware (authentication, rate limits, body size, request metrics).
 
 The two generation routes are plain ASGI handlers `(scope, receive) -> answer`: a POST to exactly their
-path goes to them straight from the middleware (Dispatch), past Starlette's router, its Request and
-its per-route exception wrappers; every other request, and their own other methods, take Starlette's
-routes as before. A handler raises ApiError only before it returns its answer.
+path goes to them straight from the middleware (Dispatch), past Starlette's application, router,
+Request and per-route exception wrappers; every other request, and their own other methods, take
+Starlette's routes as before. A handler raises ApiError only before it returns its answer; anything
+else it raises is a bug, answered with the 500 envelope as Starlette's routes answer theirs.
 """
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ import time
 from collections.abc import Awaitable, Callable
 
 from starlette.applications import Starlette
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -23,7 +23,8 @@ from gateway.api.answers import JsonAnswer
 from gateway.api.auth import ANONYMOUS, KeyStore
 from gateway.api.chat import ChatShaper, parse_chat
 from gateway.api.completions import CompletionShaper, parse_completion
-from gateway.api.errors import ApiError, api_error_handler, internal_error, method_not_allowed, unknown_route
+from gateway.api.errors import (ApiError, api_error_handler, internal_error, method_not_allowed, server_error,
+                                unknown_route)
 from gateway.api.generation import Timing, merged, respond
 from gateway.api.jsonio import loads
 from gateway.api.limits import RateLimiter
@@ -61,7 +62,19 @@ class Dispatch:
             answer = err.response()
         except ClientGone:
             return
+        except Exception as exc:
+            answer = server_error(scope["method"], scope["path"], exc).response()
         await answer(scope, receive, send)
+
+
+class Gateway:
+    """The app as served: the gateway middleware in front of Dispatch in front of Starlette."""
+
+    def __init__(self, routes: Starlette, middleware: ASGIApp):
+        self.routes, self.middleware, self.state = routes, middleware, routes.state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.middleware(scope, receive, send)
 
 
 def as_route(handler: Handler) -> Callable[[Request], Awaitable[Answer]]:
@@ -95,7 +108,7 @@ async def read_json(receive: Receive):
                        code="invalid_json") from None
 
 
-def create_app(backend: Backend, cfg: ServeConfig | None = None) -> Starlette:
+def create_app(backend: Backend, cfg: ServeConfig | None = None) -> Gateway:
     cfg = cfg or ServeConfig()
     models = backend.models()
     by_id = {m.id: m for m in models}
@@ -161,10 +174,8 @@ def create_app(backend: Backend, cfg: ServeConfig | None = None) -> Starlette:
         Route("/health", health, methods=["GET"]),
         Route("/metrics", metrics_route, methods=["GET"]),
     ]
-    middleware = [Middleware(GatewayMiddleware, keys=KeyStore.from_config(cfg), limiter=limiter, metrics=metrics,
-                             max_body_bytes=cfg.max_body_bytes),
-                  Middleware(Dispatch, handlers=generation)]
     handlers = {ApiError: api_error_handler, 404: unknown_route, 405: method_not_allowed, Exception: internal_error}
-    app = Starlette(routes=routes, middleware=middleware, exception_handlers=handlers)
-    app.state.limiter, app.state.metrics = limiter, metrics
-    return app
+    rest = Starlette(routes=routes, exception_handlers=handlers)
+    rest.state.limiter, rest.state.metrics = limiter, metrics
+    return Gateway(rest, GatewayMiddleware(Dispatch(rest, generation), KeyStore.from_config(cfg), limiter, metrics,
+                                           cfg.max_body_bytes))

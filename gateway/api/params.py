@@ -28,7 +28,8 @@ class Body:
         if value is None:
             return default
         kinds = kind if isinstance(kind, tuple) else (kind,)
-        ok = any(isinstance(value, k) and not (k in (int, float) and isinstance(value, bool)) for k in kinds)
+        ok = type(value) in kinds or \
+            any(isinstance(value, k) and not (k in (int, float) and isinstance(value, bool)) for k in kinds)
         if float in kinds and isinstance(value, int) and not isinstance(value, bool):
             ok, value = True, float(value)
         if not ok:
