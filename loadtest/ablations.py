@@ -21,6 +21,7 @@ import dataclasses
 import datetime
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -122,7 +123,9 @@ def run_ablations(args: argparse.Namespace, launch: Launcher, meta: dict) -> Pat
             load = dataclasses.replace(load, concurrency=1, rate=None,
                                        max_seconds=args.peer_max_seconds or args.max_seconds)
         workloads = [w for w in args.workloads if WORKLOADS[w].structured or not target.structured_only]
+        began = time.perf_counter()
         with launch(target) as url:
+            print(f"{name}: serving after {time.perf_counter() - began:.0f} s", flush=True)
             for w in workloads if args.warmup_sessions and not target.naive else ():
                 run_workload(url, w, args.warmup_sessions, options, Load(args.warmup_sessions, seed=10**6),
                              name, progress=False)
@@ -130,6 +133,7 @@ def run_ablations(args: argparse.Namespace, launch: Launcher, meta: dict) -> Pat
                 result = run_workload(url, w, args.sessions, options, load, name, progress=args.progress)
                 print(summary_line(summarize(dataclasses.asdict(result))), flush=True)
                 results.append(result)
+        print(f"{name}: done after {time.perf_counter() - began:.0f} s", flush=True)
         path = write_results(results, args.out, meta)      # after each target: a crash keeps what was measured
     return path
 
