@@ -35,6 +35,9 @@ class Batch:
         return r.kv_len + self.extend_lens[i] == r.seq_len
 
 
+SHARED_PROBE = 32     # prompt tokens two admissions must share beyond the cache for one to wait
+
+
 class Scheduler:
     def __init__(self, pool: KVPool, req_pool: ReqToTokenPool, cache: RadixCache, *, max_running: int = 256,
                  chunk_tokens: int = 2048, decode_reserve: int = 8, max_wait_steps: int = 64):
@@ -78,6 +81,8 @@ class Scheduler:
         for r in self._admission_order() if admitting else ():   # ordering matches prefixes: not for nothing
             if budget <= 0 or len(self.prefilling) + len(self.running) >= self.max_running:
                 break
+            if self._prefilled_by_another(r):
+                continue
             ext = self._admit(r, budget)
             if ext == 0:
                 break
@@ -92,6 +97,18 @@ class Scheduler:
             hit = {id(r): self.cache.match_prefix(r.namespace, r.tokens[:-1]).length for r in ready}
             ready.sort(key=lambda r: (self.step_no - r.arrival <= self.max_wait_steps, -hit[id(r)], r.arrival))
         return ready
+
+    def _prefilled_by_another(self, r: Req) -> bool:
+        """Whether a request already prefilling computes the next SHARED_PROBE prompt tokens r lacks:
+        then r waits, and finds them in the tree once committed, instead of computing them twice."""
+        if not self.cache.enabled or not self.prefilling:
+            return False
+        end = self.cache.match_prefix(r.namespace, r.tokens[:-1]).length + SHARED_PROBE
+        if end > len(r.prompt_ids):
+            return False
+        head = r.prompt_ids[:end]
+        return any(q.namespace == r.namespace and len(q.prompt_ids) >= end and q.kv_len < end
+                   and q.prompt_ids[:end] == head for q in self.prefilling)
 
     def _admit(self, r: Req, budget: int) -> int:
         """Give r a row, its cached prefix and slots for its first chunk; 0 if memory says not now."""

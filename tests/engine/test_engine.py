@@ -265,3 +265,21 @@ def test_namespaces_do_not_share_cache_and_context_limits_are_enforced(qwen3):
     assert run_all(engine, [GenerateRequest("ok", params, prompt_token_ids=prompt)])[0]["finish"] == ["length"]
     assert_no_leak(engine)
     engine.shutdown()
+
+
+def test_requests_sharing_an_uncached_prefix_compute_it_once(qwen3):
+    """Arriving together, requests with a common new prefix compute it once: the later ones wait a
+    step for it to be cached instead of prefilling it beside the first (with chunked prefill too)."""
+    prefix = list(range(100, 700))
+    reqs = lambda tag: [GenerateRequest(f"{tag}{i}", SamplingParams(max_tokens=2, **GREEDY),
+                                        prompt_token_ids=prefix + [800 + i] * 5) for i in range(4)]
+    expected = 605 + 3 * 5 + 4 * 1               # prefix + tail once, the other tails, one decode each
+    for chunk in (2048, 256):
+        engine = make_engine(qwen3, chunk_tokens=chunk)
+        before = engine.runner.computed_tokens
+        shared = run_all(engine, reqs("s"))
+        assert engine.runner.computed_tokens - before == expected, chunk
+        engine.shutdown()
+    alone = make_engine(qwen3, radix=False)
+    assert [r["tokens"] for r in run_all(alone, reqs("a"))] == [r["tokens"] for r in shared]
+    alone.shutdown()
