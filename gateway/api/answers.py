@@ -30,15 +30,19 @@ def event(data: bytes) -> bytes:
 
 
 class JsonAnswer:
-    __slots__ = ("body", "status", "headers")
+    """`after` runs once the body is handed to the server (bookkeeping that need not delay the answer)."""
+    __slots__ = ("after", "body", "headers", "status")
 
-    def __init__(self, content: Any, status: int = 200, headers: dict[str, str] | None = None):
-        self.body, self.status, self.headers = dumps(content), status, headers
+    def __init__(self, content: Any, status: int = 200, headers: dict[str, str] | None = None,
+                 after: Callable[[], None] | None = None):
+        self.body, self.status, self.headers, self.after = dumps(content), status, headers, after
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         head = [(b"content-length", b"%d" % len(self.body)), *JSON_HEADERS, *header_list(self.headers)]
         await send({"type": "http.response.start", "status": self.status, "headers": head})
         await send({"type": "http.response.body", "body": self.body})
+        if self.after is not None:
+            self.after()
 
 
 class Listener:

@@ -131,8 +131,7 @@ async def respond(deltas: AsyncIterator[Delta], shaper: Shaper, stream: bool, in
             d = await timing.next(deltas)
     except Exception as exc:
         raise backend_error(exc) from exc
-    on_done(shaper.final_usage, timing)
-    return JsonAnswer(shaper.full())
+    return JsonAnswer(shaper.full(), after=lambda: on_done(shaper.final_usage, timing))
 
 
 class Stream:
