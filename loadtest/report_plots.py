@@ -21,6 +21,13 @@ def grid(n: int) -> tuple[plt.Figure, list]:
     return fig, flat[:n]
 
 
+def colours(runs: list[dict]) -> dict[str, str]:
+    """One colour per target, the same in every panel and plot (in the file's target order)."""
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    targets = dict.fromkeys(r["target"] for r in runs)
+    return {t: cycle[i % len(cycle)] for i, t in enumerate(targets)}
+
+
 def by_workload(runs: list[dict]) -> dict[str, list[dict]]:
     out: dict[str, list[dict]] = {}
     for r in runs:
@@ -37,12 +44,15 @@ def save(fig: plt.Figure, path: Path) -> str:
 
 def latency_plot(runs: list[dict], key: str, title: str, path: Path) -> str:
     """Per workload, the distribution of one latency for each target (box: quartiles, whiskers p1-p99)."""
-    groups = by_workload(runs)
+    groups, colour = by_workload(runs), colours(runs)
     fig, axes = grid(len(groups))
     for ax, (workload, rs) in zip(axes, groups.items()):
         data = [[c[key] * 1e3 for c in r["calls"] if not c["error"] and c[key] is not None] or [math.nan]
                 for r in rs]
-        ax.boxplot(data, whis=(1, 99), showfliers=False)
+        boxes = ax.boxplot(data, whis=(1, 99), showfliers=False, patch_artist=True)
+        for box, r in zip(boxes["boxes"], rs):
+            box.set_facecolor(colour[r["target"]])
+            box.set_alpha(0.6)
         ax.set_xticks(range(1, len(rs) + 1), [r["target"] for r in rs], rotation=20, fontsize=8)
         ax.set_title(workload, fontsize=10)
         ax.set_ylabel(f"{title} (ms)")
@@ -54,14 +64,15 @@ def latency_plot(runs: list[dict], key: str, title: str, path: Path) -> str:
 
 
 def throughput_plot(runs: list[dict], path: Path) -> str:
-    groups = by_workload(runs)
+    groups, colour = by_workload(runs), colours(runs)
     fig, axes = grid(len(groups))
     for ax, (workload, rs) in zip(axes, groups.items()):
         for r in rs:
             t = r["timeline"]
             width = t["bin_seconds"]
             xs = [i * width for i in range(len(t["output_tokens"]))]
-            ax.plot(xs, [x / width for x in t["output_tokens"]], label=r["target"])
+            ax.plot(xs, [x / width for x in t["output_tokens"]], "o-", markersize=2, label=r["target"],
+                    color=colour[r["target"]])
         ax.set_title(workload, fontsize=10)
         ax.set_xlabel("seconds")
         ax.set_ylabel("output tokens / s")
