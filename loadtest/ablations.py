@@ -21,6 +21,7 @@ import dataclasses
 import datetime
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
@@ -83,18 +84,16 @@ def process_launcher(args: argparse.Namespace, model: Path, random_weights: bool
     return launch
 
 
-def model_dir(args: argparse.Namespace) -> tuple[Path, bool]:
+def model_dir(args: argparse.Namespace, scratch: Path) -> tuple[Path, bool]:
     """(checkpoint directory, whether its weights are drawn at random): --model as given (random when
-    it holds no weights), or --preset built without weights into OUT/model."""
+    it holds no weights), or --preset built without weights (config and tokenizer) under `scratch`."""
     if args.model:
         path = Path(args.model)
         return path, args.random_weights or not any(path.glob("*.safetensors"))
     from gateway.modelgen.builder import make_model
     from gateway.modelgen.shapes import PRESETS
-    path = args.out / "model" / args.preset
-    if not (path / "config.json").exists():
-        make_model(PRESETS[args.preset], path, dtype="bfloat16", tokenizer="auto", weights=False)
-    return path, True
+    return make_model(PRESETS[args.preset], scratch / args.preset, dtype="bfloat16", tokenizer="auto",
+                      weights=False), True
 
 
 def device_name(device: str) -> str:
@@ -170,9 +169,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parser().parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    model, random_weights = model_dir(args)
-    meta = describe(args, argv, (args.preset or model.name) + (" (random weights)" if random_weights else ""))
-    path = run_ablations(args, process_launcher(args, model, random_weights), meta)
+    with tempfile.TemporaryDirectory(prefix="radixgate-ablations-") as scratch:
+        model, random_weights = model_dir(args, Path(scratch))
+        meta = describe(args, argv, (args.preset or model.name) + (" (random weights)" if random_weights else ""))
+        path = run_ablations(args, process_launcher(args, model, random_weights), meta)
     render_report(path, args.out)
     return 0
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import random
 import re
 import sys
@@ -166,6 +167,7 @@ def timeline(records: list[CallRecord], seconds: float) -> dict:
 
 def run_workload(url: str, workload: str, sessions: int, options: Options, load: Load, target: str = "endpoint",
                  model: str | None = None, api_key: str | None = None, progress: bool = True) -> RunResult:
+    logging.getLogger("httpx").setLevel(logging.WARNING)          # not a line per request (the CLI logs INFO)
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     with httpx.Client(base_url=url, headers=headers, timeout=30) as client:
         model = model or served_model(client)
