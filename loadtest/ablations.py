@@ -19,6 +19,7 @@ import argparse
 import contextlib
 import dataclasses
 import datetime
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -70,17 +71,26 @@ def serve_argv(target: Target, model: Path, port: int, random_weights: bool, dev
 
 
 def process_launcher(args: argparse.Namespace, model: Path, random_weights: bool) -> Launcher:
-    """Each target as a server process of its own, stopped (SIGTERM) when its workloads are done."""
+    """Each target as a server process of its own, stopped (SIGTERM) when its workloads are done; its
+    log is kept as OUT/logs/TARGET.log."""
+    logs = args.out / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+
     @contextlib.contextmanager
     def launch(target: Target) -> Iterator[str]:
         port = free_port()
         serve_args = [f"--mem-fraction={args.mem_fraction}"] if on_gpu(args.device) else []
-        server = Process(target.name, serve_argv(target, model, port, random_weights, args.device,
-                                                 serve_args + args.serve_arg), port, "/health")
+        argv = serve_argv(target, model, port, random_weights, args.device, serve_args + args.serve_arg)
+        try:
+            server = Process(target.name, argv, port, "/health")
+        except RuntimeError as err:                  # the message ends with the log's path
+            shutil.copy(str(err).rsplit("see ", 1)[-1], logs / f"{target.name}.log")
+            raise RuntimeError(f"{target.name} did not start: {' '.join(argv)}; its log is in {logs}") from None
         try:
             yield server.url
         finally:
             server.close()
+            shutil.copy(server.log.name, logs / f"{target.name}.log")
     return launch
 
 
