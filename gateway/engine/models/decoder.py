@@ -14,7 +14,7 @@ from torch import nn
 
 from gateway.engine.attention import AttentionBackend
 from gateway.engine.models.config import ModelConfig
-from gateway.engine.models.layers import RMSNorm, RotaryEmbedding, apply_rotary, silu_and_mul
+from gateway.engine.models.layers import RMSNorm, RotaryEmbedding, rotate_qk, silu_and_mul
 from gateway.engine.models.parallel import (MergedColumnParallelLinear, ParallelLMHead, QKVParallelLinear,
                                             RowParallelLinear, VocabParallelEmbedding)
 
@@ -48,7 +48,7 @@ class Attention(nn.Module):
         v = v.view(-1, self.kv_heads, self.head_dim)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        q, k = rotate_qk(q, k, cos, sin)
         out = self.backend.forward(q, k, v, self.layer, self.scale, self.window)
         return self.o_proj(out.reshape(-1, q_size))
 

@@ -1,4 +1,5 @@
-"""Small layers every family shares: RMSNorm (with the residual add fused in), SiLU-and-mul, RoPE."""
+"""Small layers every family shares: RMSNorm (with the residual add fused in), SiLU-and-mul, RoPE
+(fused for q and k on CUDA)."""
 from __future__ import annotations
 
 import functools
@@ -17,6 +18,16 @@ def fused_add_rmsnorm():
     except ImportError:
         return None
     return add_rmsnorm
+
+
+@functools.cache
+def fused_rope():
+    """kernels.rope.rope_qk, or None where triton does not import."""
+    try:
+        from kernels.rope import rope_qk
+    except ImportError:
+        return None
+    return rope_qk
 
 
 class RMSNorm(nn.Module):
@@ -46,7 +57,21 @@ class RMSNorm(nn.Module):
         return self._norm(x), x
 
 
+@functools.cache
+def fused_silu_and_mul():
+    """kernels.activation.silu_and_mul, or None where triton does not import."""
+    try:
+        from kernels.activation import silu_and_mul as fused
+    except ImportError:
+        return None
+    return fused
+
+
 def silu_and_mul(gate_up: torch.Tensor) -> torch.Tensor:
+    """silu(gate) * up of a fused gate/up output; one kernel on CUDA (kernels.activation, same rounding)."""
+    fused = fused_silu_and_mul() if gate_up.is_cuda and gate_up.dim() == 2 else None
+    if fused is not None:
+        return fused(gate_up)
     gate, up = gate_up.chunk(2, dim=-1)
     return F.silu(gate) * up
 
@@ -82,6 +107,16 @@ class RotaryEmbedding(nn.Module):
         freqs = positions.float()[:, None] * self.inv_freq[None, :]
         emb = torch.cat((freqs, freqs), dim=-1)
         return emb.cos(), emb.sin()
+
+
+def rotate_qk(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """q and k rotated: on a CUDA device with triton in place by one kernel (kernels.rope, same
+    rounding), else by `apply_rotary`."""
+    fused = fused_rope() if q.is_cuda else None
+    if fused is None:
+        return apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+    fused(q, k, cos, sin)
+    return q, k
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
