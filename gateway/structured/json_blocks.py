@@ -166,16 +166,19 @@ def object_piece(shape: ObjectShape, max_ws: int) -> tuple[Dfa, Calls]:
     expect: dict = {}                         # position -> state expecting a member (after , or {)
     after: dict = {}                          # position -> state after a member
 
-    if shape.any_order:
+    if shape.any_order:                       # positions: bit sets of the keys seen
+        required = sum(1 << j for j in shape.required)
+        depends = [(1 << j, sum(1 << d for d in shape.depends.get(j, ()))) for j in range(n) if shape.depends.get(j)]
+        bits = list(enumerate(shape.members))
+
         def moves(seen: int):
-            count = bin(seen).count("1")
-            if shape.max_props is None or count < shape.max_props:
-                yield from ((m, seen | 1 << j) for j, m in enumerate(shape.members) if not seen >> j & 1)
+            if shape.max_props is None or seen.bit_count() < shape.max_props:
+                return [(m, seen | 1 << j) for j, m in bits if not seen >> j & 1]
+            return []
 
         def closable(seen: int) -> bool:
-            present = {j for j in range(n) if seen >> j & 1}
-            return (shape.required <= present and bin(seen).count("1") >= shape.min_props
-                    and all(shape.depends.get(j, set()) <= present for j in present))
+            return (seen & required == required and seen.bit_count() >= shape.min_props
+                    and all(seen & need == need for key, need in depends if seen & key))
     else:
         def moves(pos: int):
             for j in range(pos, n):
@@ -194,9 +197,9 @@ def object_piece(shape: ObjectShape, max_ws: int) -> tuple[Dfa, Calls]:
 
     def offer(state: int, pos) -> bool:
         """Calls from state to every member allowed at pos; False when there is none."""
-        options = list(moves(pos)) + [(other, pos) for other in shape.others]
-        for rule, nxt in options:
-            b.calls.setdefault(state, []).append((rule, after_state(nxt)))
+        options = [*moves(pos), *((other, pos) for other in shape.others)]
+        if options:
+            b.calls.setdefault(state, []).extend([(rule, after_state(nxt)) for rule, nxt in options])
         return bool(options)
 
     todo: list = []

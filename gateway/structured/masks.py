@@ -133,7 +133,7 @@ class MaskComputer:
             for offset, lo, hi in rule.dfa.counted:
                 if (lo, hi) != (0, None):
                     layout = self._layouts.get((lo, hi)) or self._layouts.setdefault((lo, hi), Layout.of(lo, hi))
-                    if layout.fits(rule.dfa.trans, exits, offset):
+                    if layout.fits(rule.dfa, exits, offset):
                         blocks.append((layout, offset))
             found = self._counted[id(rule)] = (rule, blocks)
         for layout, offset in found[1]:
