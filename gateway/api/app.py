@@ -9,7 +9,6 @@ else it raises is a bug, answered with the 500 envelope as Starlette's routes an
 """
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Awaitable, Callable
 
@@ -30,6 +29,7 @@ from gateway.api.jsonio import loads
 from gateway.api.limits import RateLimiter
 from gateway.api.metrics import Metrics
 from gateway.api.middleware import GatewayMiddleware
+from gateway.api.shapes import random_hex
 from gateway.config import ServeConfig
 from gateway.protocol import Backend, ModelCard, Usage
 
@@ -42,7 +42,7 @@ class ClientGone(Exception):
 
 
 def request_id(prefix: str) -> str:
-    return prefix + os.urandom(16).hex()
+    return prefix + random_hex(32)
 
 
 class Dispatch:

@@ -8,6 +8,7 @@ as OpenAI sends them.
 from __future__ import annotations
 
 import os
+import random
 import time
 from abc import ABC, abstractmethod
 
@@ -15,6 +16,15 @@ from gateway.protocol import Delta, TokenLogprob, Usage
 
 SYSTEM_FINGERPRINT = "fp_radixgate"
 MIN_LOGPROB = -9999.0          # what OpenAI reports for impossible tokens; JSON has no -inf
+
+# Ids need to be unique, not secret: drawn in-process (seeded from the OS once), not with a system call each.
+_ids = random.Random(os.urandom(32))
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=lambda: _ids.seed(os.urandom(32)))     # forked workers draw apart
+
+
+def random_hex(digits: int) -> str:
+    return "%0*x" % (digits, _ids.getrandbits(4 * digits))
 
 
 def _lp(x: float) -> float:
@@ -38,7 +48,7 @@ class Shaper(ABC):
 
     def __init__(self, model: str, n: int, want_logprobs: bool):
         self.model, self.n, self.want_logprobs = model, n, want_logprobs
-        self.id = self.id_prefix + os.urandom(12).hex()
+        self.id = self.id_prefix + random_hex(24)
         self.created = int(time.time())
         self.text = [""] * n
         self.logprobs: list[list[TokenLogprob]] = [[] for _ in range(n)]
