@@ -17,6 +17,7 @@ declared key, so a declared key is always checked against its own schema.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import chain
 
 import numpy as np
 
@@ -90,14 +91,19 @@ class Builder:
 
     def build(self) -> tuple[Dfa, Calls]:
         trans = np.full((max(self.size, 1), 256), -1, dtype=np.int32)
-        for off, dfa in self._blocks:
-            trans[off:off + dfa.num_states] = np.where(dfa.trans >= 0, dfa.trans + np.int32(off), -1)
+        for off, dfa in self._blocks:          # a block's targets shifted by off, -1 kept: one gather
+            shifted = np.arange(off - 1, off + dfa.num_states, dtype=np.int32)
+            shifted[0] = -1
+            np.take(shifted, dfa.trans + 1, out=trans[off:off + dfa.num_states])
         if self._edges:
-            (src, byte), dst = np.array(list(self._edges)).T, np.fromiter(self._edges.values(), dtype=np.int32)
-            assert ((trans[src, byte] == -1) | (trans[src, byte] == dst)).all(), "conflicting transitions"
+            k = len(self._edges)
+            pairs = np.fromiter(chain.from_iterable(self._edges), dtype=np.intp, count=2 * k)
+            src, byte, dst = pairs[0::2], pairs[1::2], np.fromiter(self._edges.values(), dtype=np.int32, count=k)
+            old = trans[src, byte]
+            assert ((old == -1) | (old == dst)).all(), "conflicting transitions"
             trans[src, byte] = dst
         accept = np.zeros(len(trans), dtype=np.bool_)
-        accept[list(self.accepting)] = True
+        accept[np.fromiter(self.accepting, dtype=np.intp, count=len(self.accepting))] = True
         counted = tuple((off + o, lo, hi) for off, dfa in self._blocks for o, lo, hi in dfa.counted)
         return Dfa(trans, accept, counted), self.calls
 

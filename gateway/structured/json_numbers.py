@@ -170,11 +170,12 @@ def _number_dfa(lo, lo_open, hi, hi_open, integer, multiple_of) -> Dfa:
 
     start = ("start",)
     ids = {key(start): 0}
-    reps = [start]
-    rows: list[np.ndarray] = []
+    reps = [(start, key(start))]
+    rows = np.full((64, 256), -1, dtype=np.int32)
     accept: list[bool] = []
-    for prefix in reps:                      # grows while we walk it
-        row = np.full(256, -1, dtype=np.int32)
+    for i, (prefix, prefix_key) in enumerate(reps):        # grows while we walk it
+        if i == len(rows):
+            rows = np.vstack([rows, np.full_like(rows, -1)])
         for byte in b"-0123456789.eE+":
             nxt = step(prefix, byte)
             nk = key(nxt) if nxt is not None else None
@@ -182,8 +183,7 @@ def _number_dfa(lo, lo_open, hi, hi_open, integer, multiple_of) -> Dfa:
                 continue
             if nk not in ids:
                 ids[nk] = len(reps)
-                reps.append(nxt)
-            row[byte] = ids[nk]
-        rows.append(row)
-        accept.append(accepting(prefix, key(prefix)))
-    return trim(Dfa(np.stack(rows), np.array(accept, dtype=np.bool_)))
+                reps.append((nxt, nk))
+            rows[i, byte] = ids[nk]
+        accept.append(accepting(prefix, prefix_key))
+    return trim(Dfa(rows[:len(reps)].copy(), np.array(accept, dtype=np.bool_)))
