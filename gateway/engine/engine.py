@@ -53,6 +53,7 @@ class Engine:
         dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                            "cpu" if device == "auto" else device)
         self.tokenizer = Tokenizer.from_dir(path)
+        self.tokenizer.detokenizer()                 # its byte table is built here, not at the first request
         self.runner = ModelRunner(path, dev, dtype, kv_slots, max_running, max_context, attention=attention,
                                   cuda_graphs=cuda_graphs, mem_fraction=mem_fraction, random_weights=random_weights,
                                   group_prefixes=group_prefixes and radix)

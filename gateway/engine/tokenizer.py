@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
+import functools
 from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,10 @@ import jinja2.utils
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
+from gateway.engine.byte_detokenizer import ByteDetokenizer, BytePieces
+
 ROLES = ("system", "developer", "user", "assistant", "tool")
+_BYTE_PIECES: dict[tuple, BytePieces | None] = {}       # tokenizer.json (path, mtime, size) -> its table
 _RENDER_ARGS = frozenset({"messages", "tools", "documents", "add_generation_prompt"})
 # A character cut short spans at most 3 bytes, so text still ending in U+FFFD this many tokens
 # after it first did is invalid output, emitted as decoded rather than held in an ever wider window.
@@ -64,7 +68,12 @@ class Tokenizer:
         if generation_config.is_file():
             ids = json.loads(generation_config.read_text(encoding="utf-8")).get("eos_token_id")
             eos = [ids] if isinstance(ids, int) else list(ids or [])
-        return cls(hf, eos)
+        tokenizer = cls(hf, eos)
+        source = path / "tokenizer.json"
+        if source.is_file():                         # tables are shared by every load of the same file
+            stat = source.stat()
+            tokenizer._pieces_key = (str(source.resolve()), stat.st_mtime_ns, stat.st_size)
+        return tokenizer
 
     def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
         return self._backend.encode(text, add_special_tokens=add_special_tokens).ids
@@ -101,7 +110,24 @@ class Tokenizer:
         text = self.render_chat(messages, tools, add_generation_prompt, **template_kwargs)
         return self.encode(text, add_special_tokens=False)
 
-    def detokenizer(self, skip_special_tokens: bool = False) -> "IncrementalDetokenizer":
+    def detokenizer(self, skip_special_tokens: bool = False) -> "IncrementalDetokenizer | ByteDetokenizer":
+        """A streaming detokenizer: a byte table's where it reproduces this tokenizer's decode."""
+        if self._byte_pieces is not None:
+            return ByteDetokenizer(self._byte_pieces, skip_special_tokens)
+        return self._window_detokenizer(skip_special_tokens)
+
+    _pieces_key: tuple | None = None
+
+    @functools.cached_property
+    def _byte_pieces(self) -> BytePieces | None:
+        """Built at the first stream, not at every load (a second or so for a 150k vocabulary)."""
+        if self._pieces_key is None:
+            return BytePieces.build(self._backend)
+        if self._pieces_key not in _BYTE_PIECES:
+            _BYTE_PIECES[self._pieces_key] = BytePieces.build(self._backend)
+        return _BYTE_PIECES[self._pieces_key]
+
+    def _window_detokenizer(self, skip_special_tokens: bool) -> "IncrementalDetokenizer":
         return IncrementalDetokenizer(partial(self._backend.decode, skip_special_tokens=skip_special_tokens))
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
+from gateway.engine.byte_detokenizer import ByteDetokenizer
 from gateway.engine.tokenizer import MAX_HELD_TOKENS, IncrementalDetokenizer, Tokenizer
 from gateway.modelgen.tokenizer_files import special_token_ids
 
@@ -232,12 +233,20 @@ def test_streamed_pieces_sum_to_the_full_decode(pair: tuple[Tokenizer, PreTraine
             ids = [rng.randrange(ours.vocab_size) for _ in range(rng.randint(1, 40))]
         full = ours.decode(ids, skip_special_tokens=skip)
         assert full == hf.decode(ids, skip_special_tokens=skip)
-        pieces = stream(ours.detokenizer(skip_special_tokens=skip), ids, rng)
-        assert "".join(pieces) == full, (ids, pieces)
-        if from_text:
-            assert not any("\ufffd" in piece for piece in pieces), (ids, pieces)
-            if not skip:
-                assert full == (normalizer.normalize_str(text) if normalizer else text)
+        for detokenizer in (ours.detokenizer(skip_special_tokens=skip), ours._window_detokenizer(skip)):
+            pieces = stream(detokenizer, ids, rng)
+            assert "".join(pieces) == full, (type(detokenizer).__name__, ids, pieces)
+            if from_text:
+                assert not any("\ufffd" in piece for piece in pieces), (ids, pieces)
+        if from_text and not skip:
+            assert full == (normalizer.normalize_str(text) if normalizer else text)
+
+
+def test_byte_level_tokenizers_stream_from_a_byte_table(pair: tuple[Tokenizer, PreTrainedTokenizerBase, Path]) -> None:
+    """Llama 3's and Qwen's tokenizers (and the trained fallbacks) are byte-level BPE: their streams
+    take the table path; the test above holds it to the library's own decode."""
+    ours, _, _ = pair
+    assert isinstance(ours.detokenizer(), ByteDetokenizer)
 
 
 def test_large_push_ending_mid_character_holds_it_back(pair: tuple[Tokenizer, PreTrainedTokenizerBase, Path]) -> None:
@@ -271,3 +280,13 @@ def test_decode_window_stays_bounded() -> None:
     out.append(detokenizer.flush())
     assert max(seen) <= 3 * MAX_HELD_TOKENS
     assert "".join(out) == decode(pushed)
+
+
+def test_a_tokenizer_that_is_not_byte_level_streams_through_its_own_decode() -> None:
+    from tokenizers import Tokenizer as RawTokenizer
+    from tokenizers import decoders, models
+
+    from gateway.engine.byte_detokenizer import BytePieces
+    raw = RawTokenizer(models.WordLevel({"▁a": 0, "▁b": 1, "[UNK]": 2}, unk_token="[UNK]"))
+    raw.decoder = decoders.Metaspace()        # SentencePiece style: "▁" is a space, dropped at the start
+    assert BytePieces.build(raw) is None
