@@ -39,9 +39,7 @@ class Range:
     def __init__(self, lo: Fraction | None = None, lo_open: bool = False,
                  hi: Fraction | None = None, hi_open: bool = False):
         self.lo, self.lo_open, self.hi, self.hi_open = lo, lo_open, hi, hi_open
-        pq = lambda x: None if x is None else (x.numerator, x.denominator)
-        neg = lambda x: None if x is None else -x
-        self._ends = {False: (pq(lo), lo_open, pq(hi), hi_open), True: (pq(neg(hi)), hi_open, pq(neg(lo)), lo_open)}
+        self._ends = None               # window's bounds as whole numbers, per sign (set at its first call)
 
     @property
     def bounded(self) -> bool:
@@ -58,6 +56,11 @@ class Range:
         'all', None (nowhere) or (a, a_open, b, b_open) inside [0, 1]. Whole-number arithmetic: a
         bound p/q compares as p * den against base * q, and Fractions are made only for a window
         that cuts [0, 1) (the automaton's construction asks this for every prefix and digit count)."""
+        if self._ends is None:
+            pq = lambda x: None if x is None else (x.numerator, x.denominator)
+            neg = lambda x: None if x is None else -x
+            self._ends = {False: (pq(self.lo), self.lo_open, pq(self.hi), self.hi_open),
+                          True: (pq(neg(self.hi)), self.hi_open, pq(neg(self.lo)), self.lo_open)}
         lo, lo_open, hi, hi_open = self._ends[negative]     # negative: base + u s in [-hi, -lo]
         a_cut = b_cut = None               # (numerator, denominator) of a or b where it cuts [0, 1)
         if lo is not None:
@@ -102,6 +105,17 @@ def _number_dfa(lo, lo_open, hi, hi_open, integer, multiple_of) -> Dfa:
         max_int, max_frac, budget, exponent = MAX_INT_DIGITS, MAX_FRAC_DIGITS, MAX_INT_DIGITS + MAX_FRAC_DIGITS, True
     mod = multiple_of or 1
 
+    powers = [10 ** m for m in range(max(max_int, budget) + 2)]
+
+    def sides(negative: bool):
+        """(low, low open, high, above high, above low) on |x| for one sign (key's tests, made once)."""
+        low, low_open, high = bounds.magnitudes(negative)
+        above_high = None if high is None else lambda n: n * high.denominator > high.numerator
+        above_low = (lambda n: True) if low is None else lambda n: n * low.denominator > low.numerator
+        return low, low_open, high, above_high, above_low
+
+    by_sign = {False: sides(False), True: sides(True)}
+
     def key(prefix):
         """The prefix's future (see the module doc); None when it has none."""
         kind = prefix[0]
@@ -112,21 +126,23 @@ def _number_dfa(lo, lo_open, hi, hi_open, integer, multiple_of) -> Dfa:
         if fpart is None:
             windows = []
             more = 0 if ipart == "0" else min(max_int, budget) - k
-            low, low_open, high = bounds.magnitudes(negative)
-            above_high = (lambda n: False) if high is None else lambda n: n * high.denominator > high.numerator
-            above_low = (lambda n: True) if low is None else lambda n: n * low.denominator > low.numerator
+            low, low_open, high, above_high, above_low = by_sign[negative]
+            value, live = int(ipart), False
             for m in range(more + 1):
-                base = int(ipart) * 10 ** m
-                if above_high(base):          # and so for every longer integer part
+                base = value * powers[m]
+                if above_high is not None and above_high(base):          # and so for every longer integer part
                     windows += [None] * (more + 1 - m)
                     break
                 if high is None and ipart != "0" and (above_low(base) or (base == low and not low_open)):
                     windows += ["all"] * (more + 1 - m)
+                    live = True
                     break
-                windows.append(bounds.window(negative, base, 10 ** m))
-            if all(w is None for w in windows):
+                w = bounds.window(negative, base, powers[m])
+                live = live or w is not None
+                windows.append(w)
+            if not live:
                 return None
-            return ("int", ipart == "0", budget - k, tuple(windows), int(ipart) % mod)
+            return ("int", ipart == "0", budget - k, tuple(windows), value % mod)
         j = len(fpart)
         room = min(max_frac - j, budget - k - j)
         if room < 0:

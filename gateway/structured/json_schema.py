@@ -51,6 +51,8 @@ SUPPORTED = {"type", "enum", "const", "properties", "required", "additionalPrope
 SHAPES = {"properties": dict, "patternProperties": dict, "required": list, "enum": list, "type": (str, list),
           "dependentRequired": dict, "dependencies": dict, "prefixItems": list, "pattern": str, "format": str}
 MOOT = {"then", "else", "maxContains", "minContains"}       # no effect without if / contains
+LARGE_PIECE = 256      # states: a larger alternative (a long counted string) stays its own rule, called by
+#                        a union instead of copied into its table (megabytes per copy, and masks walk it as is)
 
 
 def compile_json_schema(schema: dict | bool, *, strict: bool = False, max_ws: int = 2) -> Grammar:
@@ -112,15 +114,11 @@ class Compiler:
         return self._by_alts[key]
 
     def _union(self, options: list[int]) -> tuple[Dfa, dict]:
-        """One automaton when the options are built and start on different bytes; else calls."""
+        """One automaton when the options are built, start on different bytes and are small; else calls."""
         rules = [self.rules[r] for r in options]
-        if _embeddable(rules):
+        if _embeddable(rules) and all(r.dfa.num_states <= LARGE_PIECE for r in rules):
             return union_pieces([(r.dfa, r.calls) for r in rules])
-        b = Builder()
-        ret = b.call([b.state()], options[0])
-        b.calls[0] += [(r, ret) for r in options[1:]]
-        b.accepting.add(ret)
-        return b.build()
+        return _calling(options)
 
     def _alt_rule(self, alt: dict) -> int | None:
         key = id(alt)
@@ -162,6 +160,8 @@ class Compiler:
         pieces = [p for p in pieces if p is not None]
         if len(pieces) <= 1:
             return pieces[0] if pieces else None
+        if any(dfa.num_states > LARGE_PIECE for dfa, _ in pieces):
+            return _calling([self._add(_describe(alt), *piece) for piece in pieces])
         return union_pieces(pieces)
 
     @staticmethod
@@ -204,6 +204,15 @@ def _applies(keyword: str, types: list[str]) -> bool:
         if keyword in family:
             return bool(kinds & set(types))
     return True
+
+
+def _calling(options: list[int]) -> tuple[Dfa, dict]:
+    """A rule that calls one of the options from its start and accepts on return."""
+    b = Builder()
+    ret = b.call([b.state()], options[0])
+    b.calls[0] += [(r, ret) for r in options[1:]]
+    b.accepting.add(ret)
+    return b.build()
 
 
 def _embeddable(rules: list[Rule]) -> bool:
