@@ -279,12 +279,12 @@ def _escape_targets(text: Dfa, boundary: list[int]) -> dict[int, dict[int, CodeP
         uniform &= cur == common
     ascii_targets = padded[qs][:, ESCAPABLE_ASCII]
     simple = uniform & (ascii_targets == common[:, None]).all(axis=1)     # every escape to one state
-    out = {}
+    out, found_at = {}, {}                # found_at: q -> target -> code point ranges
     for i, q in enumerate(boundary):
         if simple[i]:
             out[q] = {int(common[i]): ESCAPABLE} if common[i] >= 0 else {}
             continue
-        found: dict[int, list[tuple[int, int]]] = {}
+        found = found_at[q] = {}
         for cp in ESCAPABLE_ASCII:
             t = int(text.trans[q, cp])
             if t >= 0:
@@ -292,35 +292,60 @@ def _escape_targets(text: Dfa, boundary: list[int]) -> dict[int, dict[int, CodeP
         if uniform[i]:
             if common[i] >= 0:
                 found.setdefault(int(common[i]), []).append((0x80, 0x10FFFF))
-        else:
-            _non_ascii_targets(padded, q, found)
+    _non_ascii_targets(padded, [q for i, q in enumerate(boundary) if not simple[i] and not uniform[i]], found_at)
+    for q, found in found_at.items():
         out[q] = {t: normalize(r) for t, r in sorted(found.items())}
     return out
 
 
-def _non_ascii_targets(padded: np.ndarray, q: int, found: dict[int, list[tuple[int, int]]]) -> None:
-    """Walk the UTF-8 sequences from q byte by byte, taking a whole subtree at once where every
-    completion of it ends in one state (a subtree's code points are one interval: UTF-8 keeps order)."""
-    def end_states(state: int, conts: list[tuple[int, int]]) -> np.ndarray:
-        states = np.array([state])
+def _non_ascii_targets(padded: np.ndarray, qs: list[int], found_at: dict[int, dict[int, list]]) -> None:
+    """Walk the UTF-8 sequences from the states qs byte by byte, all of them at once, taking a whole
+    subtree where every completion of it ends in one state (a subtree's code points are one
+    interval: UTF-8 keeps order). States of one automaton mostly split the code points alike (a
+    pattern's classes), so walking them together costs about one state's walk."""
+    def end_states(states: np.ndarray, conts: list[tuple[int, int]]) -> np.ndarray:
+        """Per state (row), the states after any completion of conts, distinct values first."""
+        cur = states[:, None]
         for lo, hi in conts:
-            states = np.unique(padded[states, lo:hi + 1])
-        return states
+            if len(cur) == 1:
+                cur = np.unique(padded[cur[0], lo:hi + 1])[None, :]
+                continue
+            nxt = np.sort(padded[cur, lo:hi + 1].reshape(len(cur), -1), axis=1)
+            new = np.ones(nxt.shape, dtype=np.bool_)
+            new[:, 1:] = nxt[:, 1:] != nxt[:, :-1]
+            order = np.argsort(~new, axis=1, kind="stable")[:, :int(new.sum(axis=1).max())]
+            cur = np.take_along_axis(nxt, order, axis=1)     # a row's tail repeats its own values
+        return cur
 
-    def visit(state: int, prefix: bytes, conts: list[tuple[int, int]]) -> None:
-        ends = end_states(state, conts)
-        if len(ends) == 1:
-            if ends[0] >= 0:
-                low = bytes(prefix) + bytes(lo for lo, _ in conts)
-                high = bytes(prefix) + bytes(hi for _, hi in conts)
-                found.setdefault(int(ends[0]), []).append((ord(low.decode()), ord(high.decode())))
+    def visit(states: np.ndarray, rows: np.ndarray, prefix: bytes, conts: list[tuple[int, int]]) -> None:
+        ends = end_states(states, conts)
+        single = ends.min(axis=1) == ends.max(axis=1)
+        if single.any():
+            low = ord((prefix + bytes(lo for lo, _ in conts)).decode())
+            high = ord((prefix + bytes(hi for _, hi in conts)).decode())
+            for row, end in zip(rows[single].tolist(), ends[single, 0].tolist()):
+                if end >= 0:
+                    found_at[qs[row]].setdefault(end, []).append((low, high))
+        states, rows = states[~single], rows[~single]
+        if not len(rows):
             return
         lo, hi = conts[0]
-        for b in range(lo, hi + 1):
-            if padded[state, b] >= 0:
-                visit(int(padded[state, b]), prefix + bytes([b]), [(0x80, 0xBF)] * (len(conts) - 1))
+        block = padded[states, lo:hi + 1]
+        if len(conts) == 1:                   # the last byte: each one ends its own code point
+            first = ord((prefix + bytes([lo])).decode())
+            at, j = np.nonzero(block >= 0)
+            for row, cp, end in zip(rows[at].tolist(), (first + j).tolist(), block[at, j].tolist()):
+                found_at[qs[row]].setdefault(end, []).append((cp, cp))
+            return
+        for j in np.flatnonzero((block >= 0).any(axis=0)).tolist():
+            live = block[:, j] >= 0
+            visit(block[live, j], rows[live], prefix + bytes([lo + j]), [(0x80, 0xBF)] * (len(conts) - 1))
 
+    if not qs:
+        return
+    all_rows = np.arange(len(qs))
     for (lead_lo, lead_hi), conts in UTF8_SHAPES:
-        for b in range(lead_lo, lead_hi + 1):
-            if padded[q, b] >= 0:
-                visit(int(padded[q, b]), bytes([b]), conts)
+        block = padded[qs, lead_lo:lead_hi + 1]
+        for j in np.flatnonzero((block >= 0).any(axis=0)).tolist():
+            live = block[:, j] >= 0
+            visit(block[live, j], all_rows[live], bytes([lead_lo + j]), conts)
