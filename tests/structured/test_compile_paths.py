@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from gateway.structured.json_numbers import _number_dfa
-from gateway.structured.json_strings import _lifted
+from gateway.structured.json_strings import _char_boundaries, _escape_targets, _lifted
 from gateway.structured.grammar import Dfa
-from gateway.structured.json_text import MAX_COUNT, _count_table, count_dfa, others_than
+from gateway.structured.json_text import MAX_COUNT, _count_table, count_dfa, others_than, pattern_text, string_text
 from tests.structured.test_json_schema import check_texts
 
 COUNTS = [(0, None), (1, None), (4, None), (0, 0), (0, 1), (1, 1), (2, 5), (0, 50), (7, 7), (3, 9),
@@ -65,3 +65,22 @@ def test_literal_pattern_keys_take_their_pattern_schemas():
                          '{"a": "x"}', '{"a": "xy"}', '{"grid": 11}', '{"grid": 9}', '{"other": null}',
                          '{"other": 1}', '{"client_id": 12, "b": false, "zz": null, "a": "q"}', '{"bb": null}',
                          '{"client_idx": null}', '{"client_idx": 10}'])
+
+
+@pytest.mark.parametrize("text", [string_text(r"^(\d+\.\d+.*)$", None, 0, 12), pattern_text(r"^[a-zé]+\s\S$"),
+                                  pattern_text(r"[^\d]x"), pattern_text("^[α-ω]{2,3}$"), pattern_text("^😀+[^😀]$")],
+                         ids=["digits-counted", "spaces", "not-digit", "greek", "emoji"])
+def test_escape_targets_follow_the_text(text):
+    """Each boundary state's escape targets, by code point, are where the text goes on reading that
+    code point's bytes (sampled over every UTF-8 length, with the classes' edges)."""
+    boundary = _char_boundaries(text)
+    targets = _escape_targets(text, boundary)
+    cps = [*range(0x80, 0x800, 7), *range(0x800, 0xD800, 97), *range(0xE000, 0x10000, 89),
+           *range(0x10000, 0x110000, 4099), 0xA0, 0x660, 0x669, 0x6F0, 0x1680, 0x2028, 0x3000, 0xFEFF, 0x1F600]
+    for q in boundary:
+        for cp in cps:
+            state = q
+            for byte in chr(cp).encode():
+                state = int(text.trans[state, byte]) if state >= 0 else -1
+            listed = [t for t, ranges in targets[q].items() if any(lo <= cp <= hi for lo, hi in ranges)]
+            assert listed == ([state] if state >= 0 else []), (q, hex(cp), listed, state)
