@@ -75,6 +75,19 @@ def chunk_text(endpoint: str, chunk: dict) -> str:
     return out
 
 
+async def sse_lines(resp: httpx.Response):
+    """The stream's lines as SSE defines them: ended by LF, CR LF or CR only. (httpx's `aiter_lines`
+    also breaks at U+2028, U+0085 and the like, which JSON leaves unescaped inside generated text.)"""
+    buffer = b""
+    async for data in resp.aiter_bytes():
+        buffer += data
+        *lines, buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
+        for line in lines:
+            yield line.decode("utf-8", "replace")
+    if buffer:
+        yield buffer.decode("utf-8", "replace")
+
+
 async def stream_call(client: httpx.AsyncClient, call: Call, model: str, t0: float,
                       records: list[CallRecord]) -> CallRecord:
     """POST the call streamed and time it, its record added to `records` as it starts (so a call cut by
@@ -88,7 +101,7 @@ async def stream_call(client: httpx.AsyncClient, call: Call, model: str, t0: flo
                 body = (await resp.aread()).decode(errors="replace")
                 rec.error = f"HTTP {resp.status_code}: {body[:300]}"
                 return rec
-            async for line in resp.aiter_lines():
+            async for line in sse_lines(resp):
                 if not line.startswith("data:"):
                     continue
                 data = line[5:].strip()
