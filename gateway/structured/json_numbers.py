@@ -34,7 +34,7 @@ DIGITS = b"0123456789"
 
 class Range:
     """lo <= x <= hi (either end open when its flag is set; None: unbounded)."""
-    __slots__ = ("lo", "lo_open", "hi", "hi_open", "_ends")
+    __slots__ = ("_ends", "hi", "hi_open", "lo", "lo_open")
 
     def __init__(self, lo: Fraction | None = None, lo_open: bool = False,
                  hi: Fraction | None = None, hi_open: bool = False):

@@ -8,10 +8,17 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
+from gateway.structured.grammar import Dfa
 from gateway.structured.json_numbers import _number_dfa
 from gateway.structured.json_strings import _char_boundaries, _escape_targets, _lifted
-from gateway.structured.grammar import Dfa
-from gateway.structured.json_text import MAX_COUNT, _count_table, count_dfa, others_than, pattern_text, string_text
+from gateway.structured.json_text import (
+    MAX_COUNT,
+    _count_table,
+    count_dfa,
+    others_than,
+    pattern_text,
+    string_text,
+)
 from tests.structured.test_json_schema import check_texts
 
 COUNTS = [(0, None), (1, None), (4, None), (0, 0), (0, 1), (1, 1), (2, 5), (0, 50), (7, 7), (3, 9),
