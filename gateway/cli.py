@@ -65,9 +65,7 @@ def serve_app(app, cfg: ServeConfig) -> int:
     """uvicorn until SIGTERM or SIGINT, then a drain: no new connections, requests in flight (streams
     too) finish within `drain_timeout` seconds, and the process exits 0."""
     import uvicorn
-    from sse_starlette.sse import AppStatus
 
-    AppStatus.disable_automatic_graceful_drain()      # else SIGTERM cuts every open stream at once
     stopped: list[int] = []
     for sig in (signal.SIGTERM, signal.SIGINT):
         # uvicorn handles the signal while serving and re-raises it once done; this takes the re-raise.
