@@ -7,6 +7,8 @@ KV regions of a running Req's row in req_to_token (positions):
     [kv_len, len(tokens))  tokens whose K/V is not computed yet (the next forward computes them)
 
 Invariant: 0 <= cached_len <= kv_len <= len(tokens). A waiting Req owns nothing (row is None).
+`slots` mirrors the row on the host, so freeing and caching never read the device table back (a
+device-to-host read waits for the forward in flight).
 """
 from __future__ import annotations
 
@@ -49,6 +51,7 @@ class Req:
     tool_stream: Any = None                  # splits output into content and tool calls, when tools are on
     output_ids: list[int] = field(default_factory=list)
     row: int | None = None
+    slots: list[int] = field(default_factory=list)   # host copy of the row's allocated slots, [0, kv_len + pending)
     node: Any = None                         # locked radix node covering [0, cached_len)
     cached_len: int = 0
     kv_len: int = 0
@@ -80,4 +83,5 @@ class Req:
 
     def check(self) -> None:
         assert 0 <= self.cached_len <= self.kv_len <= self.seq_len, (self.rid, self.cached_len, self.kv_len)
+        assert len(self.slots) >= self.kv_len, (self.rid, len(self.slots), self.kv_len)
         assert (self.row is None) == (self.node is None), self.rid

@@ -122,8 +122,9 @@ class Scheduler:
             self.cache.unlock(match.node)
             return 0
         r.row, r.node = self.req_pool.alloc(), match.node
+        r.slots = list(match.slots)
         if match.length:
-            self.req_pool.table[r.row, :match.length] = torch.tensor(match.slots, dtype=torch.int32)
+            self._write_row(r, 0, r.slots)
         r.cached_len = r.kv_len = match.length
         if r.first_hit is None:
             r.first_hit = match.length
@@ -158,6 +159,8 @@ class Scheduler:
         table = self.req_pool.table
         rows, cols = to_device([[r.row for r in reqs], [r.kv_len for r in reqs]], torch.int64, table.device)
         table[rows, cols] = to_device(slots, torch.int32, table.device)
+        for r, slot in zip(reqs, slots):
+            r.slots.append(slot)
         groups = prefix_groups(reqs, self.min_shared_prefix) if self.min_shared_prefix and len(reqs) > 1 else []
         return Batch(reqs, exts, False, groups)
 
@@ -168,8 +171,16 @@ class Scheduler:
         slots = self.pool.alloc(n)
         if slots is None:
             return False
-        self.req_pool.table[r.row, r.kv_len:r.kv_len + n] = torch.tensor(slots, dtype=torch.int32)
+        assert len(r.slots) == r.kv_len, (r.rid, len(r.slots), r.kv_len)
+        r.slots += slots
+        self._write_row(r, r.kv_len, slots)
         return True
+
+    def _write_row(self, r: Req, start: int, slots: list[int]) -> None:
+        """req_to_token[r.row, start:start + len(slots)] = slots, queued behind the forward in flight
+        (a copy from pageable memory would wait for it); r.slots already holds them."""
+        table = self.req_pool.table
+        table[r.row, start:start + len(slots)] = to_device(slots, torch.int32, table.device)
 
     # ----- after the forward -----------------------------------------------------------------
 
@@ -187,11 +198,11 @@ class Scheduler:
 
     def _cache_prefix(self, r: Req) -> None:
         """Move r's computed tokens into the tree now, so concurrent requests can share them."""
-        slots = self.req_pool.table[r.row, :r.kv_len].tolist()
-        self.cache.insert_and_release(r.namespace, r.tokens[:r.kv_len], slots, r.cached_len)
+        self.cache.insert_and_release(r.namespace, r.tokens[:r.kv_len], r.slots[:r.kv_len], r.cached_len)
         match = self.cache.match_prefix(r.namespace, r.tokens[:r.kv_len])
         assert match.length == r.kv_len, (match.length, r.kv_len)
-        self.req_pool.table[r.row, r.cached_len:r.kv_len] = torch.tensor(match.slots[r.cached_len:], dtype=torch.int32)
+        r.slots[r.cached_len:r.kv_len] = match.slots[r.cached_len:]
+        self._write_row(r, r.cached_len, r.slots[r.cached_len:r.kv_len])
         self.cache.lock(match.node)
         self.cache.unlock(r.node)
         r.node, r.cached_len = match.node, r.kv_len
@@ -213,11 +224,10 @@ class Scheduler:
         self.retractions += 1
 
     def _release(self, r: Req) -> None:
-        slots = self.req_pool.table[r.row, :r.kv_len].tolist()
-        self.cache.insert_and_release(r.namespace, r.tokens[:r.kv_len], slots, r.cached_len)
+        self.cache.insert_and_release(r.namespace, r.tokens[:r.kv_len], r.slots[:r.kv_len], r.cached_len)
         self.cache.unlock(r.node)
         self.req_pool.free(r.row)
-        r.row, r.node, r.cached_len, r.kv_len = None, None, 0, 0
+        r.row, r.node, r.cached_len, r.kv_len, r.slots = None, None, 0, 0, []
 
     def reclaim(self) -> None:
         """After a failed step with every request finished: drop the cache and free any slot a
@@ -231,7 +241,7 @@ class Scheduler:
     def owned_slots(self) -> list[int]:
         owned = []
         for r in self.prefilling + self.running:
-            owned += self.req_pool.table[r.row, r.cached_len:r.kv_len].tolist()
+            owned += r.slots[r.cached_len:r.kv_len]
         return owned
 
     def check_integrity(self, pending: Batch | None = None) -> None:
@@ -240,7 +250,8 @@ class Scheduler:
         owned = self.owned_slots()
         if pending is not None:
             for r, ext in zip(pending.reqs, pending.extend_lens):
-                owned += self.req_pool.table[r.row, r.kv_len:r.kv_len + ext].tolist()
+                owned += r.slots[r.kv_len:r.kv_len + ext]
         for r in self.prefilling + self.running:
             r.check()
+            assert self.req_pool.table[r.row, :len(r.slots)].tolist() == r.slots, f"{r.rid}: row != host slots"
         self.cache.check_integrity(owned)
