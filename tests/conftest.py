@@ -19,9 +19,6 @@ if not torch.cuda.is_available():
 
 from gateway.modelgen.builder import make_model  # noqa: E402  (after TRITON_INTERPRET)
 from gateway.modelgen.shapes import PRESETS
-from gateway.config import ServeConfig  # noqa: E402
-from gateway.protocol import Backend  # noqa: E402
-from loadtest.servers import InstantBackend, serve  # noqa: E402
 from gateway.modelgen.tokenizer_files import TokenizerFetchError, write_tokenizer_files
 
 
@@ -101,15 +98,17 @@ def model_dirs(tmp_path_factory):
 @pytest.fixture
 def live_server() -> Iterator[Callable[..., str]]:
     """`live_server(backend, cfg=None) -> base URL`; every server started is stopped at teardown."""
-    from gateway.api.app import create_app
+    from gateway.api.app import create_app          # the HTTP stack only where a test asks for it (not
+    from loadtest.servers import serve              # on a GPU machine running the kernel tests)
     with contextlib.ExitStack() as stack:
-        def start(backend: Backend, cfg: ServeConfig | None = None) -> str:
+        def start(backend, cfg=None) -> str:
             return stack.enter_context(serve(create_app(backend, cfg)))
         yield start
 
 
 @pytest.fixture
-def instant_backend() -> InstantBackend:
+def instant_backend():
+    from loadtest.servers import InstantBackend
     return InstantBackend()
 
 
