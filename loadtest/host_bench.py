@@ -24,15 +24,7 @@ from gateway.engine.engine import Engine
 from gateway.modelgen.builder import make_model
 from gateway.modelgen.shapes import PRESETS
 from gateway.protocol import GenerateRequest, SamplingParams
-
-
-async def drive(engine: Engine, reqs: list[GenerateRequest]) -> int:
-    async def one(r: GenerateRequest) -> int:
-        n = 0
-        async for d in engine.generate(r):
-            n += len(d.token_ids)
-        return n
-    return sum(await asyncio.gather(*(one(r) for r in reqs)))
+from loadtest.engine_bench import drive
 
 
 def null_forward(engine: Engine) -> None:

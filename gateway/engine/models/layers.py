@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib
 import math
 
 import torch
@@ -11,23 +12,12 @@ from torch import nn
 
 
 @functools.cache
-def fused_add_rmsnorm():
-    """kernels.rmsnorm.add_rmsnorm, or None where triton does not import."""
+def triton_kernel(module: str, name: str):
+    """kernels.<module>.<name>, or None where triton does not import (the torch path serves)."""
     try:
-        from kernels.rmsnorm import add_rmsnorm
+        return getattr(importlib.import_module(f"kernels.{module}"), name)
     except ImportError:
         return None
-    return add_rmsnorm
-
-
-@functools.cache
-def fused_rope():
-    """kernels.rope.rope_qk, or None where triton does not import."""
-    try:
-        from kernels.rope import rope_qk
-    except ImportError:
-        return None
-    return rope_qk
 
 
 class RMSNorm(nn.Module):
@@ -47,7 +37,7 @@ class RMSNorm(nn.Module):
         return self.weight * h.to(x.dtype)
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None):
-        fused = fused_add_rmsnorm() if x.is_cuda and x.dim() == 2 else None
+        fused = triton_kernel("rmsnorm", "add_rmsnorm") if x.is_cuda and x.dim() == 2 else None
         if fused is not None:
             out = fused(x, self.weight, self.eps, residual)
             return out if residual is None else (out, residual)
@@ -57,19 +47,9 @@ class RMSNorm(nn.Module):
         return self._norm(x), x
 
 
-@functools.cache
-def fused_silu_and_mul():
-    """kernels.activation.silu_and_mul, or None where triton does not import."""
-    try:
-        from kernels.activation import silu_and_mul as fused
-    except ImportError:
-        return None
-    return fused
-
-
 def silu_and_mul(gate_up: torch.Tensor) -> torch.Tensor:
     """silu(gate) * up of a fused gate/up output; one kernel on CUDA (kernels.activation, same rounding)."""
-    fused = fused_silu_and_mul() if gate_up.is_cuda and gate_up.dim() == 2 else None
+    fused = triton_kernel("activation", "silu_and_mul") if gate_up.is_cuda and gate_up.dim() == 2 else None
     if fused is not None:
         return fused(gate_up)
     gate, up = gate_up.chunk(2, dim=-1)
@@ -112,7 +92,7 @@ class RotaryEmbedding(nn.Module):
 def rotate_qk(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """q and k rotated: on a CUDA device with triton in place by one kernel (kernels.rope, same
     rounding), else by `apply_rotary`."""
-    fused = fused_rope() if q.is_cuda else None
+    fused = triton_kernel("rope", "rope_qk") if q.is_cuda else None
     if fused is None:
         return apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
     fused(q, k, cos, sin)
