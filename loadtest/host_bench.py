@@ -32,7 +32,7 @@ def null_forward(engine: Engine) -> None:
     vocab = engine.runner.cfg.vocab_size
     table = torch.zeros((engine.scheduler.max_running, vocab))
     table[torch.arange(table.shape[0]), torch.arange(table.shape[0]) % vocab] = 1.0
-    engine.runner.forward = lambda batch: table[:len(batch.reqs)]
+    engine.runner.forward = lambda batch, *window: table[:len(batch.reqs)]
 
 
 def count_step_cpu(engine: Engine) -> list[float]:
@@ -55,12 +55,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--device-step-ms", type=float, default=17.0)
+    ap.add_argument("--decode-steps", type=int, default=8, help="the longest decode window (1: a host round per step)")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         path = make_model(PRESETS["tiny-qwen3"], Path(tmp) / "m", tokenizer="trained")
         slots = args.requests * (args.prompt_len + args.max_tokens) + 1024
         engine = Engine(path, device="cpu", dtype="float32", kv_slots=slots, max_running=args.requests,
-                        chunk_tokens=1 << 20)
+                        chunk_tokens=1 << 20, decode_steps=args.decode_steps)
         null_forward(engine)
         spent = count_step_cpu(engine)
         rng = random.Random(0)

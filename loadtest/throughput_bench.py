@@ -88,7 +88,8 @@ def run_engine(path: Path, jobs: list[Job], args, radix: bool = True, group_pref
         {"kv_slots": sum(len(j.prompt) + j.output_len for j in jobs) + 1024}
     engine = Engine(path, device=args.device, dtype="bfloat16" if torch.cuda.is_available() else "float32",
                     max_running=args.max_running, chunk_tokens=args.chunk_tokens, max_context=longest + 8,
-                    radix=radix, random_weights=True, group_prefixes=group_prefixes, **sizing)
+                    radix=radix, random_weights=True, group_prefixes=group_prefixes, decode_steps=args.decode_steps,
+                    **sizing)
     try:
         vocab = engine.runner.cfg.vocab_size
         # Warm-up compiles what the run will launch: decode graphs are captured already, the grouped
@@ -185,6 +186,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     ap.add_argument("--max-running", type=int, default=256)
     ap.add_argument("--chunk-tokens", type=int, default=8192)
     ap.add_argument("--mem-fraction", type=float, default=0.85)
+    ap.add_argument("--decode-steps", type=int, default=8, help="the longest decode window (1: a host round per step)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--profile", type=int, default=0, help="print the engine step's N costliest functions")

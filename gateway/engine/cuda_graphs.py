@@ -57,6 +57,7 @@ class DecodeGraphs:
         self.metas = {bs: AttentionMetadata(self.seq_lens[:bs], ones[:bs], self.table[:bs], self.out_slots[:bs],
                                             [1] * bs, [1] * bs) for bs in self.sizes}
         self.shared = None
+        self._filled: tuple = ((), 0)              # the groups (the list itself, kept alive) and size last written
         if shared_prefixes:
             assert backend.supports_shared_prefixes
             from kernels.shared_prefix import SharedPrefixes       # triton: only with a backend that has it
@@ -77,25 +78,28 @@ class DecodeGraphs:
         return next(bs for bs in self.sizes if bs >= n)
 
     @torch.inference_mode()
-    def run(self, ids: list[int], positions: list[int], seq_lens: list[int], rows: list[int],
+    def run(self, ids: list[int] | torch.Tensor, positions: list[int], seq_lens: list[int], rows: list[int],
             shared: list[tuple[list[int], int]] = ()) -> torch.Tensor:
         """float32 logits [n, vocab] of a decode: sequence i (row rows[i] of req_to_token, seq_lens[i]
         tokens including the new one, ids[i] at positions[i]) extends by one token; `shared` groups
-        sequences by the prefix they share (engine.prefix_groups), where the graphs support it."""
+        sequences by the prefix they share (engine.prefix_groups), where the graphs support it. `ids`
+        may be a device tensor (a decode window's previous draw)."""
         n = len(ids)
         assert 0 < n <= self.max_batch and len(positions) == len(seq_lens) == len(rows) == n
         bs = self.size_for(n)
-        staged = to_device([ids, positions, seq_lens, rows], torch.int64, self.device)
+        given = isinstance(ids, torch.Tensor)
+        staged = to_device([positions, seq_lens, rows] + ([] if given else [ids]), torch.int64, self.device)
         width = max(seq_lens)
-        self.ids[:n] = staged[0]
-        self.positions[:n] = staged[1]
-        self.seq_lens[:n] = staged[2]
+        self.ids[:n] = ids if given else staged[3]
+        self.positions[:n] = staged[0]
+        self.seq_lens[:n] = staged[1]
         self.seq_lens[n:bs] = 0
-        self.table[:n, :width] = self.req_table[staged[3], :width]     # columns past a length are never read
-        self.out_slots[:n] = self.req_table[staged[3], staged[2] - 1]
+        self.table[:n, :width] = self.req_table[staged[2], :width]     # columns past a length are never read
+        self.out_slots[:n] = self.req_table[staged[2], staged[1] - 1]
         self.out_slots[n:bs] = 0
-        if self.shared is not None:
+        if self.shared is not None and (shared, bs) != self._filled:     # a decode window's steps share them
             self.metas[bs].shared_prefixes.fill(list(shared))
+            self._filled = (shared, bs)
         if self.graphs:
             self.graphs[bs].replay()
         else:

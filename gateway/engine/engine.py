@@ -20,6 +20,7 @@ from typing import TypeVar
 import torch
 
 from gateway.engine.constrained import Constraints
+from gateway.engine.decode_window import launch_window, runs_ahead
 from gateway.engine.program import run_program
 from gateway.engine.radix_cache import RadixCache
 from gateway.engine.outbox import Mailbox, Outbox
@@ -48,7 +49,7 @@ class Engine:
                  max_context: int | None = None, radix: bool = True, debug_checks: bool = False,
                  max_waiting: int = 4096, jump_forward: bool = True, attention: str = "auto",
                  cuda_graphs: bool = True, mem_fraction: float = 0.0, random_weights: bool = False,
-                 group_prefixes: bool = False):
+                 group_prefixes: bool = False, decode_steps: int = 8):
         self.name = name or Path(path).name
         dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                            "cpu" if device == "auto" else device)
@@ -59,7 +60,7 @@ class Engine:
                                   group_prefixes=group_prefixes and radix)
         self.cache = RadixCache(self.runner.pool, enabled=radix)
         self.scheduler = Scheduler(self.runner.pool, self.runner.req_pool, self.cache, max_running=max_running,
-                                   chunk_tokens=chunk_tokens)
+                                   chunk_tokens=chunk_tokens, decode_steps=decode_steps)
         if self.runner.groups_prefixes:
             self.scheduler.min_shared_prefix = 256
         self.sampler = Sampler(self.runner.cfg.vocab_size, dev)
@@ -222,6 +223,7 @@ class Engine:
             r.after = reqs[0]                 # siblings share the prompt: compute it once
         self.outputs.groups[reqs[0].group.request_id] = reqs
         for r in reqs:
+            r.runs_ahead = runs_ahead(r)
             if r.max_new_tokens == 0:
                 self.outputs.finish(r, "length", "")
             else:
@@ -276,7 +278,7 @@ class Engine:
         reqs = [batch.reqs[i] for i in sampling]
         if len(sampling) < len(batch.reqs):       # a list index would copy from pageable memory: a sync
             logits = logits.index_select(0, to_device(list(sampling), torch.int64, logits.device))
-        drawn = self._launch_sampling(reqs, logits) if reqs else None
+        drawn = self._launch_sampling(batch, reqs, logits) if reqs else None
         self.scheduler.commit(batch)
         t2 = time.perf_counter()
         self.outputs.report_deferred()
@@ -286,17 +288,22 @@ class Engine:
         for j, r in enumerate(reqs):
             if batch.is_prefill:
                 self.scheduler.promote(r)
-            self.outputs.append(r, out, j)
+            if batch.steps > 1:
+                self.outputs.append_window(r, out[j])
+            else:
+                self.outputs.append(r, out, j)
         if not self.scheduler.has_work:
             self.outputs.report_deferred()
         if self.debug_checks:
             self.scheduler.check_integrity()
-        self.timings.add(batch.is_prefill, len(batch.reqs), schedule=t1 - t0, forward=t2 - t1 + t4 - t3,
+        self.timings.add(batch.is_prefill, len(batch.reqs), batch.steps, schedule=t1 - t0, forward=t2 - t1 + t4 - t3,
                          finish=t3 - t2 + time.perf_counter() - t4)
 
     @torch.inference_mode()             # the logits are the runner's inference tensors, sampled in place
-    def _launch_sampling(self, reqs: list[Req], logits: torch.Tensor):
+    def _launch_sampling(self, batch, reqs: list[Req], logits: torch.Tensor):
         rows = [SamplingRow(r.params, r.prompt_ids, r.output_ids, r.generator) for r in reqs]
+        if batch.steps > 1:
+            return launch_window(self.runner, self.sampler, batch, rows, logits)
         return self.sampler.launch(logits, rows, self.constraints.bitmask([r.matcher for r in reqs]))
 
     def _fail_all(self, exc: Exception) -> None:

@@ -53,6 +53,18 @@ class Outputs:
             self.scheduler.finish(r, reason)
         self.deferred.append((r, token, tokens, out, j, reason))
 
+    def append_window(self, r: Req, window: list[int]) -> None:
+        """Advance r by the tokens a decode window drew for it (engine.decode_window): up to the first
+        stop token, whose K/V past it is dropped. Only deferrable requests run ahead."""
+        stop = next((i for i, t in enumerate(window) if t in r.stop_ids), None)
+        tokens = window if stop is None else window[:stop + 1]
+        r.output_ids.extend(tokens)
+        self.scheduler.cut_window(r)
+        reason = "stop" if stop is not None else "length" if len(r.output_ids) >= r.max_new_tokens else None
+        if reason is not None:
+            self.scheduler.finish(r, reason)
+        self.deferred.append((r, tokens[0], tokens, None, 0, reason))
+
     def report_deferred(self) -> None:
         deferred, self.deferred = self.deferred, []
         for r, token, tokens, out, j, reason in deferred:
@@ -64,7 +76,8 @@ class Outputs:
         sampled = [logprob] if tokens[:1] == [token] else []      # else the ending replaced the sampled token
         logprobs = sampled + [TokenLogprob(t, self.tokenizer.decode([t]), 0.0) for t in tokens[len(sampled):]] \
             if logprob else None
-        text, hit = ("", False) if token in r.stop_ids else r.stops.feed(r.detok.push(tokens))
+        shown = tokens[:-1] if tokens and tokens[-1] in r.stop_ids else tokens     # a stop token has no text
+        text, hit = r.stops.feed(r.detok.push(shown)) if shown else ("", False)
         if hit:
             reason = "stop"
         elif reason is not None:

@@ -58,6 +58,7 @@ class Req:
     first_hit: int | None = None             # prompt tokens found cached at first admission
     arrival: int = 0                         # scheduler step at which it arrived (for aging)
     finish_reason: str | None = None
+    runs_ahead: bool = False                 # may decode several steps unseen (engine.decode_window)
 
     @property
     def tokens(self) -> list[int]:

@@ -108,19 +108,25 @@ class ModelRunner:
         slot = 2 * self.cfg.num_layers * self.cfg.num_kv_heads * self.cfg.head_dim * self.dtype.itemsize
         return kv_slots_within(fraction, *torch.cuda.mem_get_info(self.device), weights, tables, slot)
 
-    def forward(self, batch: Batch) -> torch.Tensor:
-        """float32 logits [len(batch.reqs), vocab] at each request's last new token."""
-        ids, positions, seq_lens = [], [], []
-        for r, ext in zip(batch.reqs, batch.extend_lens):
-            ids += r.token_slice(r.kv_len, r.kv_len + ext)
-            positions += range(r.kv_len, r.kv_len + ext)
-            seq_lens.append(r.kv_len + ext)
+    def forward(self, batch: Batch, step: int = 0, ids: torch.Tensor | None = None) -> torch.Tensor:
+        """float32 logits [len(batch.reqs), vocab] at each request's last new token. Step k > 0 of a
+        decode window (engine.decode_window) feeds `ids`, the tokens step k - 1 drew, still on the device."""
+        if step:
+            assert not batch.is_prefill and ids is not None and step < batch.steps
+            seq_lens = [r.kv_len + step + 1 for r in batch.reqs]
+            positions = [n - 1 for n in seq_lens]
+        else:
+            ids, positions, seq_lens = [], [], []
+            for r, ext in zip(batch.reqs, batch.extend_lens):
+                ids += r.token_slice(r.kv_len, r.kv_len + ext)
+                positions += range(r.kv_len, r.kv_len + ext)
+                seq_lens.append(r.kv_len + ext)
         self.computed_tokens += len(ids)
         shared = batch.shared if self.groups_prefixes else None
         return self.run(ids, positions, seq_lens, batch.extend_lens, [r.row for r in batch.reqs], shared=shared)
 
     @torch.inference_mode()
-    def run(self, ids: list[int], positions: list[int], seq_lens: list[int], extend_lens: list[int],
+    def run(self, ids: list[int] | torch.Tensor, positions: list[int], seq_lens: list[int], extend_lens: list[int],
             rows: list[int], graphs: bool = True, shared: list[tuple[list[int], int]] | None = None,
             at: list[int] | None = None) -> torch.Tensor:
         """Sequence i (row rows[i] of req_to_token, whose slots for its new tokens are allocated) extends
@@ -138,7 +144,8 @@ class ModelRunner:
             assert meta.is_decode and self.groups_prefixes
             meta.shared = shared
         self.backend.prepare(meta)
-        hidden = self.model(to_device(ids, torch.int64, dev), to_device(positions, torch.int64, dev))
+        ids = ids if isinstance(ids, torch.Tensor) else to_device(ids, torch.int64, dev)
+        hidden = self.model(ids, to_device(positions, torch.int64, dev))
         last = to_device(list(accumulate(extend_lens)), torch.int64, dev) - 1 if at is None else \
             to_device(at, torch.int64, dev)
         return self.model.compute_logits(hidden[last]).float()

@@ -100,6 +100,12 @@ class Sampler:
             f"logits must be float32 [{len(rows)}, {self.vocab_size}], got {logits.dtype} {list(logits.shape)}"
         if not rows:
             return lambda: SampleOutput([], None, None)
+        return self._to_host(*self.draw(logits, rows, allowed), rows)
+
+    def draw(self, logits: torch.Tensor, rows: list[SamplingRow],
+             allowed: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Steps 1-11 on the device, nothing waited for: the tokens [batch] and, when a row asks for
+        them, the logprobs [batch, vocab]."""
         if allowed is not None:
             apply_token_bitmask(logits, allowed)
         self._add_logit_bias(logits, rows)
@@ -109,7 +115,18 @@ class Sampler:
         logprobs = logits.log_softmax(dim=1) if wants_logprobs else None
         greedy = [r.params.greedy for r in rows]
         tokens = logits.argmax(dim=1) if all(greedy) else self._draw(logits, rows, greedy)
-        return self._to_host(tokens, logprobs, rows)
+        return tokens, logprobs
+
+    def fetch_steps(self, steps: list[torch.Tensor]) -> Callable[[], list[list[int]]]:
+        """The tokens of several decode steps drawn back to back ([batch] each), in one device-to-host
+        copy started now; the returned function waits for it and gives each row its tokens in order."""
+        fetch = _staged(torch.stack(steps, dim=1).flatten())
+        k = len(steps)
+
+        def unpack() -> list[list[int]]:
+            host = fetch()
+            return [host[i:i + k] for i in range(0, len(host), k)]
+        return unpack
 
     def _column(self, values: list[float]) -> torch.Tensor:
         return to_device(values, torch.float32, self.device).unsqueeze(1)
@@ -220,22 +237,11 @@ class Sampler:
             if k:
                 top = logprobs.topk(k, dim=1)
                 parts += [top.indices.to(torch.float64).flatten(), top.values.to(torch.float64).flatten()]
-        packed = torch.cat(parts)
-        if packed.device.type == "cuda":
-            staged = torch.empty(packed.shape, dtype=packed.dtype, pin_memory=True)
-            staged.copy_(packed, non_blocking=True)
-            done = torch.cuda.Event()
-            done.record()
-        else:
-            staged, done = packed, None
-        return lambda: self._unpack(staged, done, batch, k, logprobs is not None, rows)
+        fetch = _staged(torch.cat(parts))
+        return lambda: self._unpack(fetch(), batch, k, logprobs is not None, rows)
 
     @staticmethod
-    def _unpack(staged: torch.Tensor, done, batch: int, k: int, with_logprobs: bool,
-                rows: list[SamplingRow]) -> SampleOutput:
-        if done is not None:
-            done.synchronize()
-        host = staged.tolist()
+    def _unpack(host: list[float], batch: int, k: int, with_logprobs: bool, rows: list[SamplingRow]) -> SampleOutput:
         token_ids = [int(t) for t in host[:batch]]
         if not with_logprobs:
             return SampleOutput(token_ids, None, None)
@@ -244,3 +250,18 @@ class Sampler:
         top_logprobs = [[(int(top_ids[i * k + j]), top_values[i * k + j]) for j in range(min(r.params.top_logprobs, k))]
                         for i, r in enumerate(rows)]
         return SampleOutput(token_ids, chosen, top_logprobs)
+
+
+def _staged(values: torch.Tensor) -> Callable[[], list]:
+    """values' device-to-host copy, started now into pinned memory; the function waits and lists it."""
+    if values.device.type != "cuda":
+        return values.tolist
+    staged = torch.empty(values.shape, dtype=values.dtype, pin_memory=True)
+    staged.copy_(values, non_blocking=True)
+    done = torch.cuda.Event()
+    done.record()
+
+    def fetch() -> list:
+        done.synchronize()
+        return staged.tolist()
+    return fetch

@@ -28,6 +28,7 @@ class Batch:
     extend_lens: list[int]
     is_prefill: bool
     shared: list[tuple[list[int], int]] = field(default_factory=list)   # decode: prefix_groups of reqs
+    steps: int = 1                     # decode: steps run back to back on the device (a decode window)
 
     def samples(self, i: int) -> bool:
         """Whether request i's last new token yields the next output token (its prefill is done)."""
@@ -40,10 +41,11 @@ SHARED_PROBE = 32     # prompt tokens two admissions must share beyond the cache
 
 class Scheduler:
     def __init__(self, pool: KVPool, req_pool: ReqToTokenPool, cache: RadixCache, *, max_running: int = 256,
-                 chunk_tokens: int = 2048, decode_reserve: int = 8, max_wait_steps: int = 64):
+                 chunk_tokens: int = 2048, decode_reserve: int = 8, max_wait_steps: int = 64, decode_steps: int = 1):
         self.pool, self.req_pool, self.cache = pool, req_pool, cache
         self.max_running, self.chunk_tokens = max_running, chunk_tokens
         self.decode_reserve, self.max_wait_steps = decode_reserve, max_wait_steps
+        self.decode_steps = decode_steps    # the longest decode window (engine.decode_window)
         self.waiting: list[Req] = []
         self.prefilling: list[Req] = []
         self.running: list[Req] = []
@@ -152,17 +154,32 @@ class Scheduler:
             for r, ext in zip(reqs, exts):
                 assert self._extend_row(r, ext), "availability was ensured above"
             return Batch(reqs, exts, False)
-        if self.pool.available < len(reqs):
-            self.cache.evict(len(reqs) - self.pool.available)
-        slots = self.pool.alloc(len(reqs))
+        steps = self._window(reqs)
+        need = steps * len(reqs)
+        if self.pool.available < need:
+            self.cache.evict(need - self.pool.available)
+        slots = self.pool.alloc(need)
         assert slots is not None, "availability was ensured above"
         table = self.req_pool.table
-        rows, cols = to_device([[r.row for r in reqs], [r.kv_len for r in reqs]], torch.int64, table.device)
-        table[rows, cols] = to_device(slots, torch.int32, table.device)
-        for r, slot in zip(reqs, slots):
-            r.slots.append(slot)
+        rows = [r.row for r in reqs for _ in range(steps)]
+        cols = [r.kv_len + k for r in reqs for k in range(steps)]
+        at = to_device([rows, cols], torch.int64, table.device)
+        table[at[0], at[1]] = to_device(slots, torch.int32, table.device)
+        for i, r in enumerate(reqs):
+            r.slots += slots[i * steps:(i + 1) * steps]
         groups = prefix_groups(reqs, self.min_shared_prefix) if self.min_shared_prefix and len(reqs) > 1 else []
-        return Batch(reqs, exts, False, groups)
+        return Batch(reqs, exts, False, groups, steps)
+
+    def _window(self, reqs: list[Req]) -> int:
+        """How many decode steps to run before the host looks again (engine.decode_window): up to
+        `decode_steps` when every request may run ahead, never past a request's last token, and 1 when
+        memory is short (slots for every step are allocated up front)."""
+        if self.decode_steps <= 1 or not all(r.runs_ahead for r in reqs):
+            return 1
+        steps = min(self.decode_steps, min(r.max_new_tokens - len(r.output_ids) for r in reqs))
+        if steps > 1 and self.pool.available + self.cache.evictable_size < steps * len(reqs):
+            return 1
+        return max(steps, 1)
 
     def _extend_row(self, r: Req, n: int) -> bool:
         """Allocate slots for r's next n tokens into its row (evicting cached leaves if needed)."""
@@ -187,9 +204,16 @@ class Scheduler:
     def commit(self, batch: Batch) -> None:
         """The batch's K/V is computed: advance each request and share finished prefill chunks."""
         for r, ext in zip(batch.reqs, batch.extend_lens):
-            r.kv_len += ext
+            r.kv_len += ext * batch.steps
             if batch.is_prefill and self.cache.enabled:
                 self._cache_prefix(r)
+
+    def cut_window(self, r: Req) -> None:
+        """r ended inside a decode window: the slots computed past its last token go back to the pool."""
+        if r.kv_len > r.seq_len:
+            self.pool.free(r.slots[r.seq_len:r.kv_len])
+            del r.slots[r.seq_len:]
+            r.kv_len = r.seq_len
 
     def promote(self, r: Req) -> None:
         """r sampled its first token after prefill: from now on it decodes."""
@@ -250,7 +274,7 @@ class Scheduler:
         owned = self.owned_slots()
         if pending is not None:
             for r, ext in zip(pending.reqs, pending.extend_lens):
-                owned += r.slots[r.kv_len:r.kv_len + ext]
+                owned += r.slots[r.kv_len:r.kv_len + ext * pending.steps]
         for r in self.prefilling + self.running:
             r.check()
             assert self.req_pool.table[r.row, :len(r.slots)].tolist() == r.slots, f"{r.rid}: row != host slots"

@@ -26,10 +26,11 @@ class StepTimings:
     prefill: PhaseTotals = field(default_factory=PhaseTotals)
     decode: PhaseTotals = field(default_factory=PhaseTotals)
 
-    def add(self, is_prefill: bool, reqs: int, schedule: float, forward: float, finish: float) -> None:
+    def add(self, is_prefill: bool, reqs: int, steps: int, schedule: float, forward: float, finish: float) -> None:
+        """One host round of `steps` device steps (more than one: a decode window) over `reqs` requests."""
         t = self.prefill if is_prefill else self.decode
-        t.steps += 1
-        t.reqs += reqs
+        t.steps += steps
+        t.reqs += reqs * steps
         t.schedule += schedule
         t.forward += forward
         t.finish += finish

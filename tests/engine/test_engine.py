@@ -201,11 +201,11 @@ def test_a_failing_step_fails_its_requests_and_the_engine_serves_on(qwen3, monke
     forward = engine.runner.forward
     calls = []
 
-    def flaky(batch):
+    def flaky(batch, *window):
         calls.append(len(batch.reqs))
         if len(calls) == 3:
             raise RuntimeError("injected fault")
-        return forward(batch)
+        return forward(batch, *window)
 
     monkeypatch.setattr(engine.runner, "forward", flaky)
     reqs = [GenerateRequest(f"f{i}", SamplingParams(max_tokens=8, **GREEDY), prompt_token_ids=[3 + i] * 9)
