@@ -17,11 +17,29 @@ from collections import OrderedDict
 
 import numpy as np
 
-from gateway.structured.counted_walks import Annotated, Layout, annotate, counted_walk, plain_string
+from gateway.structured.counted_walks import (
+    Annotated,
+    Layout,
+    annotate,
+    counted_walk,
+    plain_string,
+)
+from gateway.structured.follow_native import Follower
+from gateway.structured.follow_native import native as follow_native
 from gateway.structured.grammar import Grammar, Rule
-from gateway.structured.matcher import Config, Matcher
-from gateway.structured.token_walk import (AFTER_FIRST_BYTE, ALL, WIDE, Tails, Walk, first_byte_split, or_ids,
-                                          pack_ids, reachable_form, walk)
+from gateway.structured.matcher import MAX_DEPTH, Config, Matcher
+from gateway.structured.token_walk import (
+    AFTER_FIRST_BYTE,
+    ALL,
+    WIDE,
+    Tails,
+    Walk,
+    first_byte_split,
+    or_ids,
+    pack_ids,
+    reachable_form,
+    walk,
+)
 from gateway.structured.tokens import TokenTable
 
 
@@ -46,7 +64,7 @@ class MaskComputer:
         self._walks: OrderedDict[tuple, Walk] = OrderedDict()
         self._rules: dict[int, tuple] = {}     # id(rule) -> (rule, content key, exits)
         self._forms: dict[tuple[int, int], tuple] = {}     # (id(rule), state) -> (rule, reachable form)
-        self._leaves: OrderedDict[int, tuple[Grammar, dict, dict]] = OrderedDict()
+        self._leaves: OrderedDict[int, tuple[Grammar, dict, dict, dict]] = OrderedDict()
         self._counted: dict[int, tuple] = {}          # id(rule) -> (rule, [(layout, offset)] checked)
         self._layouts: dict[tuple, Layout] = {}
         self._annotations: OrderedDict[bytes, Annotated] = OrderedDict()
@@ -72,9 +90,46 @@ class MaskComputer:
         return unpack(self.words(matcher), self.table.vocab_size)
 
     def _compute(self, matcher: Matcher) -> np.ndarray:
+        """Each stack's top walk from every token (cached), then what those walks leave at exit
+        points followed through the stacks below in one C call (follow_native); without a C
+        compiler, walk by walk (_compute_by_walks)."""
+        follower = self._follower_of(matcher)
+        if follower is None:
+            return self._compute_by_walks(matcher)
         words = np.zeros(self.num_words, np.uint32)
         small: list[np.ndarray] = []
-        leaves, memo = self._leaves_of(matcher)
+        memo = self._leaves_of(matcher)[1]
+        rules, flat = matcher.grammar.rules, self.trie.flat
+        configs = list(matcher.configs)
+        seeds: list[int] = []
+        for i, config in enumerate(configs):
+            rule, state = config[-1]
+            w = memo.get((rule, state, ALL.key))
+            if w is None:
+                if len(memo) > self.max_walks:
+                    memo.clear()
+                w = memo[(rule, state, ALL.key)] = self._walk(rules[rule], state, ALL)
+            if w.words is not None:
+                np.bitwise_or(words, w.words, out=words)
+            elif len(w.consumed):
+                small.append(w.consumed)
+            for exit_state, rest in w.exits:
+                nodes = rest.global_nodes(flat)
+                seeds += (i, exit_state, nodes.__array_interface__["data"][0], len(nodes))
+        if seeds:
+            follower.follow(words, configs, seeds)
+        if small:
+            or_ids(words, np.concatenate(small))
+        if matcher.accepting:
+            np.bitwise_or(words, self._eos, out=words)
+        return words.view(np.int32)
+
+    def _compute_by_walks(self, matcher: Matcher) -> np.ndarray:
+        """The mask walk by walk in Python: every tails set left at an exit point is walked (cached
+        by content) from each stack that goes on there. The reference of _compute's C follow."""
+        words = np.zeros(self.num_words, np.uint32)
+        small: list[np.ndarray] = []
+        leaves, memo, _ = self._leaves_of(matcher)
         rules = matcher.grammar.rules
         seen: set[tuple[Config, bytes]] = set()
         todo: list[tuple[Config, Tails]] = [(c, ALL) for c in matcher.configs]
@@ -203,14 +258,21 @@ class MaskComputer:
             found = self._rules[id(rule)] = (rule, content, exits)
         return found[1:]
 
-    def _leaves_of(self, matcher: Matcher) -> tuple[dict, dict]:
-        """Per grammar: (stack, exit state) -> the stacks that go on from there; and (rule index,
-        state, tails key) -> its walk, the same as _walk's caches but found by one lookup."""
+    def _follower_of(self, matcher: Matcher) -> Follower | None:
+        """The grammar's C follow (follow_native), made at its first mask; None without a C compiler."""
+        store = self._leaves_of(matcher)[2]
+        if "follower" not in store:
+            store["follower"] = Follower(matcher.grammar, self.trie.flat, MAX_DEPTH) if follow_native() else None
+        return store["follower"]
+
+    def _leaves_of(self, matcher: Matcher) -> tuple[dict, dict, dict]:
+        """Per grammar: (stack, exit state) -> the stacks that go on from there; (rule index, state,
+        tails key) -> its walk, the same as _walk's caches but found by one lookup; and its follower."""
         grammar = matcher.grammar
         found = self._leaves.get(id(grammar))
         if found is None or found[0] is not grammar:
-            found = self._leaves[id(grammar)] = (grammar, {}, {})
+            found = self._leaves[id(grammar)] = (grammar, {}, {}, {})
             if len(self._leaves) > 64:
                 self._leaves.popitem(last=False)
         self._leaves.move_to_end(id(grammar))
-        return found[1], found[2]
+        return found[1:]

@@ -27,6 +27,14 @@ PACK_ABOVE = 512            # consumed sets larger than this are kept as bitmask
 class Tails:
     roots: dict[int, np.ndarray]             # depth -> sorted trie nodes at that depth
     key: bytes = b""                         # content: equal tails from different walks share walks
+    flat: np.ndarray | None = None           # int32 global nodes (walk_native.FlatTrie), made once
+
+    def global_nodes(self, flat) -> np.ndarray:
+        """The roots as global trie nodes, as follow_native reads them (kept: cached walks' tails
+        are followed at many masks)."""
+        if self.flat is None:
+            self.flat = np.concatenate([flat.level_off[d] + nodes for d, nodes in self.roots.items()]).astype(np.int32)
+        return self.flat
 
     def __post_init__(self):
         if not self.key:

@@ -84,26 +84,33 @@ NODE = np.dtype([("child_lo", "<i4"), ("child_hi", "<i4"), ("tok", "<i4"), ("end
                  ("pad", "u1")])
 
 
-def _build() -> ctypes.CDLL | None:
-    """The compiled walk, cached per source and Python build; None when no C compiler works."""
-    tag = hashlib.blake2b(SOURCE.encode() + sys.version.encode() + platform.machine().encode(),
+def compiled(source: str, name: str) -> ctypes.CDLL | None:
+    """The C source built as a shared library, cached per source and Python build under
+    ~/.cache/radixgate; None when no C compiler works."""
+    tag = hashlib.blake2b(source.encode() + sys.version.encode() + platform.machine().encode(),
                           digest_size=8).hexdigest()
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "radixgate"
-    lib = cache / f"token_walk_{tag}.so"
+    lib = cache / f"{name}_{tag}.so"
     if not lib.exists():
         try:
             cache.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryDirectory(dir=cache) as tmp:
-                src, out = Path(tmp) / "walk.c", Path(tmp) / "walk.so"
-                src.write_text(SOURCE)
+                src, out = Path(tmp) / f"{name}.c", Path(tmp) / f"{name}.so"
+                src.write_text(source)
                 subprocess.run([os.environ.get("CC", "cc"), "-O2", "-shared", "-fPIC", "-o", str(out), str(src)],
                                check=True, capture_output=True, timeout=60)
                 os.replace(out, lib)             # atomic: processes building at once all load a whole file
         except (OSError, subprocess.SubprocessError):
             return None
     try:
-        dll = ctypes.CDLL(str(lib))
+        return ctypes.CDLL(str(lib))
     except OSError:
+        return None
+
+
+def _build() -> ctypes.CDLL | None:
+    dll = compiled(SOURCE, "token_walk")
+    if dll is None:
         return None
     dll.walk.restype = ctypes.c_int64
     i64, i32 = ctypes.c_int64, ctypes.c_int32
@@ -140,7 +147,7 @@ class FlatTrie:
         self.arrays = [a.ctypes.data for a in (self.level_off, self.nodes, self.ids)]
         self._local = threading.local()
 
-    def buffers(self) -> "_Buffers":
+    def buffers(self) -> _Buffers:
         found = getattr(self._local, "buffers", None)
         if found is None:
             found = self._local.buffers = _Buffers(self.num_nodes, len(self.ids))
