@@ -46,7 +46,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                                cuda_graphs=args.cuda_graphs, mem_fraction=args.mem_fraction,
                                drain_timeout=args.drain_timeout, radix_cache=args.radix_cache,
                                jump_forward=args.jump_forward, random_weights=args.random_weights,
-                               upstreams_config=args.upstreams_config,
+                               decode_steps=args.decode_steps, upstreams_config=args.upstreams_config,
                                upstreams=tuple(args.upstream) if args.upstream else None,
                                upstream_models=tuple(args.upstream_model) if args.upstream_model else None,
                                upstream_api_key_env=args.upstream_key_env, upstream_timeout=args.upstream_timeout,
@@ -66,11 +66,14 @@ def serve_app(app, cfg: ServeConfig) -> int:
     too) finish within `drain_timeout` seconds, and the process exits 0."""
     import uvicorn
 
+    from gateway.api.server_protocol import server_protocol
+
     stopped: list[int] = []
     for sig in (signal.SIGTERM, signal.SIGINT):
         # uvicorn handles the signal while serving and re-raises it once done; this takes the re-raise.
         signal.signal(sig, lambda number, frame: stopped.append(number))
-    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="info", timeout_graceful_shutdown=cfg.drain_timeout)
+    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="info", timeout_graceful_shutdown=cfg.drain_timeout,
+                http=server_protocol())
     if stopped:
         log.info("drained and stopped on signal %d", stopped[0])
     return 0
@@ -107,7 +110,7 @@ def local_engine(cfg: ServeConfig):
     engine = Engine(path, name=name, device=cfg.device, dtype=cfg.dtype, kv_slots=cfg.kv_slots,
                     max_running=cfg.max_running, attention=cfg.attention, cuda_graphs=cfg.cuda_graphs,
                     mem_fraction=cfg.mem_fraction, radix=cfg.radix_cache, jump_forward=cfg.jump_forward,
-                    random_weights=cfg.random_weights)
+                    random_weights=cfg.random_weights, decode_steps=cfg.decode_steps)
     runner = engine.runner
     log.info("serving %s (%s) from %s on %s in %s: %s, decode graphs %s, %d KV slots", name,
              runner.cfg.architecture, path, runner.device, runner.dtype, type(runner.backend).__name__,
@@ -145,6 +148,9 @@ def parser() -> argparse.ArgumentParser:
                    help="no prefix reuse across requests (for ablations)")
     s.add_argument("--no-jump-forward", dest="jump_forward", action="store_const", const=False,
                    help="constrained decoding samples forced tokens one by one too (for ablations)")
+    s.add_argument("--decode-steps", type=int,
+                   help="decode steps run back to back on the device per host round, at most (default 8; 1: "
+                        "streams get every token as drawn, at a lower throughput)")
     s.add_argument("--random-weights", action="store_const", const=True,
                    help="draw random weights on the device instead of reading them: a checkpoint directory "
                         "without weights (make-model's layout) serves for benchmarks")

@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from gateway.api.server_protocol import server_protocol
 from gateway.spec_api.http1 import Origin
 
 
@@ -53,7 +54,7 @@ def main() -> None:
     ap.add_argument("--port", type=int, default=9001)
     args = ap.parse_args()
     uvicorn.run(bare_app(args.upstream), host="127.0.0.1", port=args.port, log_level="warning", access_log=False,
-                backlog=4096)
+                backlog=4096, http=server_protocol())      # the same server protocol as radixgate's
 
 
 if __name__ == "__main__":

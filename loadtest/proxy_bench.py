@@ -118,11 +118,11 @@ def start_bare(upstream: str, extras: Path | None = None) -> Process:
 def start_radixgate(upstream: str, extras: Path | None = None) -> Process:
     port = free_port()
     code = ("import uvicorn; from gateway.api.app import create_app; from gateway.cli import upstream_backend; "
-            "from gateway.config import ServeConfig; "
+            "from gateway.config import ServeConfig; from gateway.api.server_protocol import server_protocol; "
             f"cfg = ServeConfig(port={port}, api_keys=({KEY!r},), upstreams=({upstream + '/v1'!r},), "
             f"upstream_models=({FAKE_MODEL!r},)); "
             f"uvicorn.run(create_app(upstream_backend(cfg), cfg), host='127.0.0.1', port={port}, "
-            "log_level='warning', access_log=False, backlog=4096)")
+            "log_level='warning', access_log=False, backlog=4096, http=server_protocol())")
     return Process("radixgate", [sys.executable, "-c", code], port, "/health", extras_env(extras))
 
 

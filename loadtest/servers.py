@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import uvicorn
 
+from gateway.api.server_protocol import server_protocol
 from gateway.protocol import Delta, GenerateRequest, InvalidRequest, ModelCard, TokenLogprob, Usage
 
 INSTANT_MODEL = "instant"
@@ -66,7 +67,7 @@ def serve(app, timeout: float = 30.0) -> Iterator[str]:
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     config = uvicorn.Config(app, log_level="warning", lifespan="auto", timeout_graceful_shutdown=5,
-                            backlog=4096)
+                            backlog=4096, http=server_protocol())     # as `radixgate serve` runs
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name=f"uvicorn-{port}", daemon=True)
     thread.start()

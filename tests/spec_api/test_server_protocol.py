@@ -1,0 +1,196 @@
+"""gateway/api/server_protocol.py: a whole answer leaves in one write (head and body in one segment), and
+everything else is framed as uvicorn frames it: streams, HEAD, bodiless statuses, 100-continue, keep-alive,
+Connection: close, an app that fails before or after starting its answer."""
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+
+import pytest
+import uvicorn
+import uvicorn.server
+
+from gateway.api.server_protocol import GatewayHttpProtocol
+
+pytestmark = pytest.mark.skipif(GatewayHttpProtocol is None, reason="httptools is not installed")
+
+
+async def app(scope, receive, send):
+    path = scope["path"]
+    if scope["type"] != "http":
+        return
+    message = await receive()
+    body = message.get("body", b"")
+    if path == "/whole":
+        answer = b'{"echo": %d}' % len(body)
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-length", b"%d" % len(answer)), (b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": answer})
+    elif path == "/parts":                      # a Content-Length answer sent in two parts
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"6")]})
+        await send({"type": "http.response.body", "body": b"abc", "more_body": True})
+        await send({"type": "http.response.body", "body": b"def"})
+    elif path == "/stream":
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
+        for k in range(3):
+            await send({"type": "http.response.body", "body": b"data: %d\n\n" % k, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+    elif path == "/empty":
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+    elif path == "/fails-before":
+        raise RuntimeError("a bug before the answer")
+    elif path == "/fails-after":
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"10")]})
+        raise RuntimeError("a bug after the head")
+
+
+@pytest.fixture(scope="module")
+def server():
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(app, http=GatewayHttpProtocol, log_level="critical", lifespan="off")
+    srv = uvicorn.Server(config)
+    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    while not srv.started:
+        time.sleep(0.01)
+    yield sock.getsockname()[1]
+    srv.should_exit = True
+    thread.join(10)
+    sock.close()
+
+
+def exchange(port: int, request: bytes, until: bytes | None = None, timeout: float = 5.0) -> list[bytes]:
+    """The segments received for `request` (each recv), until the peer closes or `until` ends the data."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(request)
+        got: list[bytes] = []
+        while True:
+            try:
+                part = s.recv(65536)
+            except TimeoutError:
+                break
+            if not part:
+                break
+            got.append(part)
+            if until is not None and b"".join(got).endswith(until):
+                break
+        return got
+
+
+def post(path: str, body: bytes = b"{}", extra: bytes = b"", method: bytes = b"POST") -> bytes:
+    return (method + b" " + path.encode() + b" HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n" % len(body)
+            + extra + b"\r\n" + body)
+
+
+class Transport:
+    """What the protocol writes, write by write."""
+
+    def __init__(self):
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(bytes(data))
+
+    def get_extra_info(self, name, default=None):
+        return {"peername": ("127.0.0.1", 5555), "sockname": ("127.0.0.1", 8000)}.get(name, default)
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+def writes_for(*requests: bytes) -> list[bytes]:
+    """The protocol's writes for `requests` sent one after another on one connection."""
+    async def main():
+        config = uvicorn.Config(app, log_level="critical", lifespan="off")
+        config.load()
+        protocol = GatewayHttpProtocol(config=config, server_state=uvicorn.server.ServerState(), app_state={})
+        transport = Transport()
+        protocol.connection_made(transport)
+        for request in requests:
+            protocol.data_received(request)
+            for _ in range(20):
+                await asyncio.sleep(0)
+        protocol.connection_lost(None)
+        return transport.writes
+    return asyncio.run(main())
+
+
+def test_a_whole_answer_is_one_write_per_request_on_a_kept_alive_connection():
+    writes = writes_for(*(post("/whole", b"x" * k) for k in range(3)))
+    assert len(writes) == 3
+    for k, data in enumerate(writes):
+        head, _, body = data.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 OK") and b"content-length: %d" % len(body) in head.lower()
+        assert body == b'{"echo": %d}' % k
+
+
+def test_a_stream_head_is_written_at_once_and_its_chunks_as_they_come():
+    writes = writes_for(post("/stream"))
+    assert writes[0].endswith(b"\r\n\r\n") and b"transfer-encoding: chunked" in writes[0].lower()
+    assert writes[1:] == [b"9\r\ndata: %d\n\n\r\n" % k for k in range(3)] + [b"0\r\n\r\n"]
+
+
+def test_end_to_end_a_whole_answer_on_a_kept_alive_connection(server):
+    with socket.create_connection(("127.0.0.1", server), timeout=5) as s:
+        for k in range(3):
+            s.sendall(post("/whole", b"x" * k))
+            data = b""
+            while not data.endswith(b'{"echo": %d}' % k):
+                data += s.recv(65536)
+            assert data.startswith(b"HTTP/1.1 200 OK")
+
+
+def test_a_content_length_answer_in_parts_is_complete(server):
+    data = b"".join(exchange(server, post("/parts"), until=b"abcdef"))
+    assert data.endswith(b"\r\n\r\nabcdef") and b"content-length: 6" in data.lower()
+
+
+def test_a_stream_is_chunked_and_its_head_is_not_held(server):
+    data = b"".join(exchange(server, post("/stream"), until=b"0\r\n\r\n"))
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert b"transfer-encoding: chunked" in head.lower()
+    assert body == b"".join(b"9\r\ndata: %d\n\n\r\n" % k for k in range(3)) + b"0\r\n\r\n"
+
+
+def test_head_and_bodiless_answers_are_sent_at_once(server):
+    head = b"".join(exchange(server, post("/whole", b"", method=b"HEAD"), until=b"\r\n\r\n"))
+    assert head.startswith(b"HTTP/1.1 200 OK") and head.endswith(b"\r\n\r\n")
+    empty = b"".join(exchange(server, post("/empty"), until=b"\r\n\r\n"))
+    assert empty.startswith(b"HTTP/1.1 204")
+
+
+def test_expect_100_continue_then_the_whole_answer(server):
+    with socket.create_connection(("127.0.0.1", server), timeout=5) as s:
+        s.sendall(b"POST /whole HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n")
+        assert s.recv(65536).startswith(b"HTTP/1.1 100 Continue")
+        s.sendall(b"abcd")
+        data = b""
+        while not data.endswith(b'{"echo": 4}'):
+            data += s.recv(65536)
+        assert data.startswith(b"HTTP/1.1 200 OK")
+
+
+def test_connection_close_is_honoured_after_the_answer(server):
+    parts = exchange(server, post("/whole", extra=b"Connection: close\r\n"))
+    data = b"".join(parts)                      # read to the server's close
+    assert data.endswith(b'{"echo": 2}') and b"connection: close" in data.lower()
+
+
+def test_an_app_failing_before_its_answer_gives_a_500_and_after_its_head_a_closed_connection(server):
+    data = b"".join(exchange(server, post("/fails-before")))
+    assert data.startswith(b"HTTP/1.1 500") and data.endswith(b"Internal Server Error")
+    assert b"".join(exchange(server, post("/fails-after"))) == b""     # never a head without its body
