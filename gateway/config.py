@@ -37,6 +37,7 @@ class ServeConfig:
     radix_cache: bool = True              # false: no prefix reuse across requests (the ablation baseline)
     jump_forward: bool = True             # false: constrained decoding samples every forced token too
     random_weights: bool = False          # draw weights on the device instead of reading them (benchmarks)
+    decode_steps: int = 8                 # decode steps per host round at most (engine/decode_window.py)
     # Serving upstream APIs instead of the local engine (gateway/spec_api/upstream_config.py):
     upstreams_config: str | None = None   # a YAML/JSON file of upstreams and router settings
     upstreams: tuple[str, ...] = ()       # base URLs, each serving every one of upstream_models

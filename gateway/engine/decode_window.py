@@ -8,9 +8,10 @@ reports them as one Delta per request: the host work of a step is paid once per 
 
 Only requests whose tokens the host need not see one at a time run ahead (`runs_ahead`): no grammar
 (every token changes the next mask), no stop strings or tool calls (text ends them), no penalties
-over the output (the next logits depend on it), no logprobs. A window never runs past a request's
-max_tokens. A request that draws a stop token inside a window keeps the tokens up to it, and the
-slots past it go back to the pool (`Scheduler.cut_window`). Greedy and seeded requests draw exactly
+over the output (the next logits depend on it), no logprobs. A request that reaches max_tokens or
+draws a stop token inside a window keeps the tokens up to there, and the slots past them go back to
+the pool (`Scheduler.cut_window`); while requests wait for a place, windows end where the first
+running request does, so none waits on tokens nobody keeps. Greedy and seeded requests draw exactly
 what single steps would. The price: a request arriving during a window waits for its end (at most
 `decode_steps` steps), and a stream receives k tokens at a time.
 """

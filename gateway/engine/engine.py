@@ -21,6 +21,7 @@ import torch
 
 from gateway.engine.constrained import Constraints
 from gateway.engine.decode_window import launch_window, runs_ahead
+from gateway.engine.gc_tuning import tune_gc
 from gateway.engine.program import run_program
 from gateway.engine.radix_cache import RadixCache
 from gateway.engine.outbox import Mailbox, Outbox
@@ -49,7 +50,7 @@ class Engine:
                  max_context: int | None = None, radix: bool = True, debug_checks: bool = False,
                  max_waiting: int = 4096, jump_forward: bool = True, attention: str = "auto",
                  cuda_graphs: bool = True, mem_fraction: float = 0.0, random_weights: bool = False,
-                 group_prefixes: bool = False, decode_steps: int = 8):
+                 group_prefixes: bool = True, decode_steps: int = 8):
         self.name = name or Path(path).name
         dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                            "cpu" if device == "auto" else device)
@@ -73,6 +74,7 @@ class Engine:
         self._inbox: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._outbox = Outbox()
         self._stop = threading.Event()
+        tune_gc()                                    # the loaded model and tables leave the collector's walks
         self._thread = threading.Thread(target=self._loop, name="radixgate-engine", daemon=True)
         self._thread.start()
 

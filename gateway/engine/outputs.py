@@ -56,6 +56,7 @@ class Outputs:
     def append_window(self, r: Req, window: list[int]) -> None:
         """Advance r by the tokens a decode window drew for it (engine.decode_window): up to the first
         stop token, whose K/V past it is dropped. Only deferrable requests run ahead."""
+        window = window[:r.max_new_tokens - len(r.output_ids)]
         stop = next((i for i, t in enumerate(window) if t in r.stop_ids), None)
         tokens = window if stop is None else window[:stop + 1]
         r.output_ids.extend(tokens)

@@ -20,15 +20,21 @@ Per row, in this order; each step is skipped when no row of the batch needs it:
 11. the draw: argmax(probs / E), E ~ Exp(1) per token (the exponential race, which picks token t
     with probability probs[t]). A seeded row draws its E from its own generator, every other row
     from the sampler's shared one, so a seeded request's tokens do not depend on the batch it is in.
+
+On a CUDA device, when every row is greedy or plain temperature sampling (no truncation, no seed of
+its own), steps 6-11 are one pass over the logits (kernels.sampling): the same race, its noise from
+Philox instead of the shared generator.
 """
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 
+from gateway.engine.models.layers import triton_kernel
 from gateway.engine.transfer import to_device
 from gateway.protocol import InvalidRequest, SamplingParams
 
@@ -73,6 +79,10 @@ class Sampler:
         self.device = torch.device(device)
         self._shared = torch.Generator(device=self.device)
         self._shared.seed()
+        # Rows of plain temperature sampling (no truncation, no seed of their own) on a CUDA device take
+        # one pass over their logits (kernels.sampling) instead of steps 7-11's several.
+        self._race = triton_kernel("sampling", "gumbel_argmax") if self.device.type == "cuda" else None
+        self._race_seeds = random.Random(self._shared.initial_seed())
 
     def generator_for(self, seed: int | None) -> torch.Generator | None:
         """A request's own generator: made once per request, then passed in every SamplingRow."""
@@ -114,8 +124,13 @@ class Sampler:
         wants_logprobs = any(r.params.logprobs or r.params.top_logprobs for r in rows)
         logprobs = logits.log_softmax(dim=1) if wants_logprobs else None
         greedy = [r.params.greedy for r in rows]
-        tokens = logits.argmax(dim=1) if all(greedy) else self._draw(logits, rows, greedy)
-        return tokens, logprobs
+        if all(greedy):
+            return logits.argmax(dim=1), logprobs
+        if self._race is not None and all(g or (r.generator is None and _plain(r.params)) for r, g in zip(rows, greedy)):
+            inv_t = to_device([0.0 if g else 1 / r.params.temperature for r, g in zip(rows, greedy)], torch.float32,
+                              self.device)
+            return self._race(logits, inv_t, self._race_seeds.getrandbits(31)), logprobs
+        return self._draw(logits, rows, greedy), logprobs
 
     def fetch_steps(self, steps: list[torch.Tensor]) -> Callable[[], list[list[int]]]:
         """The tokens of several decode steps drawn back to back ([batch] each), in one device-to-host
@@ -265,3 +280,8 @@ def _staged(values: torch.Tensor) -> Callable[[], list]:
         done.synchronize()
         return staged.tolist()
     return fetch
+
+
+def _plain(p: SamplingParams) -> bool:
+    """Temperature alone shapes the draw: no top_k, top_p or min_p truncation."""
+    return p.top_k <= 0 and p.top_p >= 1 and p.min_p <= 0

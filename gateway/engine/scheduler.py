@@ -45,6 +45,8 @@ class Scheduler:
         self.pool, self.req_pool, self.cache = pool, req_pool, cache
         self.max_running, self.chunk_tokens = max_running, chunk_tokens
         self.decode_reserve, self.max_wait_steps = decode_reserve, max_wait_steps
+        if decode_steps < 1:
+            raise ValueError(f"decode_steps must be at least 1, got {decode_steps}")
         self.decode_steps = decode_steps    # the longest decode window (engine.decode_window)
         self.waiting: list[Req] = []
         self.prefilling: list[Req] = []
@@ -161,10 +163,9 @@ class Scheduler:
         slots = self.pool.alloc(need)
         assert slots is not None, "availability was ensured above"
         table = self.req_pool.table
-        rows = [r.row for r in reqs for _ in range(steps)]
-        cols = [r.kv_len + k for r in reqs for k in range(steps)]
-        at = to_device([rows, cols], torch.int64, table.device)
-        table[at[0], at[1]] = to_device(slots, torch.int32, table.device)
+        at = to_device([[r.row for r in reqs], [r.kv_len for r in reqs]], torch.int64, table.device)
+        cols = at[1, :, None] + torch.arange(steps, device=table.device)
+        table[at[0, :, None].expand_as(cols), cols] = to_device(slots, torch.int32, table.device).view(len(reqs), steps)
         for i, r in enumerate(reqs):
             r.slots += slots[i * steps:(i + 1) * steps]
         groups = prefix_groups(reqs, self.min_shared_prefix) if self.min_shared_prefix and len(reqs) > 1 else []
@@ -172,11 +173,15 @@ class Scheduler:
 
     def _window(self, reqs: list[Req]) -> int:
         """How many decode steps to run before the host looks again (engine.decode_window): up to
-        `decode_steps` when every request may run ahead, never past a request's last token, and 1 when
-        memory is short (slots for every step are allocated up front)."""
+        `decode_steps` when every request may run ahead; while requests wait for a place, never past
+        the first request's last token (its place frees then), otherwise never past the last one's
+        (a request that ends inside the window drops its extra tokens); 1 when memory is short
+        (slots for every step are allocated up front)."""
         if self.decode_steps <= 1 or not all(r.runs_ahead for r in reqs):
             return 1
-        steps = min(self.decode_steps, min(r.max_new_tokens - len(r.output_ids) for r in reqs))
+        left = [r.max_new_tokens - len(r.output_ids) for r in reqs]
+        width = self.req_pool.table.shape[1]
+        steps = min(self.decode_steps, min(left) if self.waiting else max(left), width - max(r.kv_len for r in reqs))
         if steps > 1 and self.pool.available + self.cache.evictable_size < steps * len(reqs):
             return 1
         return max(steps, 1)
