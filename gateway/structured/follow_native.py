@@ -32,6 +32,7 @@ SOURCE = r"""
 typedef struct { int32_t child_lo, child_hi, tok; uint16_t ends; uint8_t byte, pad; } Node;
 typedef struct { int32_t node, rule, state, below; } Item;
 typedef struct { uint32_t stamp; int32_t a, b, c, d, val; } Slot;
+enum { LEAVE = 0, READ = 1 };
 
 typedef struct {
     const int64_t *trans;       /* per rule: address of its int32 [states][256] table */
@@ -128,9 +129,10 @@ static int leave(Ctx *x, int32_t node, int32_t rule, int32_t state, int32_t belo
 }
 
 /* Configs: n_configs stacks of (rule, state) frames, bottom first, at config_off. Seeds: rows of
-   (config, exit state, address of int32 global nodes, count): that config's top rule reached those
-   nodes at that exit state. Returns 0, or -1 when a buffer is full (the words set so far are right:
-   a retry with larger buffers only adds bits). */
+   (config, state, kind, address of int32 global nodes, count): LEAVE, that config's top rule
+   reached those nodes at that exit state (its own walk read on from them); READ, that config reads
+   every token below those nodes from that state. Returns 0, or -1 when a buffer is full (the words
+   set so far are right: a retry with larger buffers only adds bits). */
 int64_t follow(Ctx *x, const int32_t *config_frames, const int64_t *config_off, int64_t n_configs,
                const int64_t *seeds, int64_t n_seeds, int32_t *config_below) {
     if (++x->stamp == 0) {                  /* wrapped: no slot may look current */
@@ -147,13 +149,19 @@ int64_t follow(Ctx *x, const int32_t *config_frames, const int64_t *config_off, 
         }
         config_below[i] = below;
     }
-    for (int64_t k = 0; k < n_seeds; k++) {
-        int64_t i = seeds[4 * k];
-        int32_t rule = config_frames[2 * (config_off[i + 1] - 1)], state = (int32_t)seeds[4 * k + 1];
-        const int32_t *roots = (const int32_t *)seeds[4 * k + 2];
-        for (int64_t r = 0; r < seeds[4 * k + 3]; r++) {
+    for (const int64_t *seed = seeds; seed < seeds + 5 * n_seeds; seed += 5) {
+        int64_t i = seed[0];
+        int32_t rule = config_frames[2 * (config_off[i + 1] - 1)], state = (int32_t)seed[1];
+        const int32_t *roots = (const int32_t *)seed[3];
+        for (int64_t r = 0; r < seed[4]; r++) {
             const Node *nd = x->nodes + roots[r];
-            if (nd->child_lo < nd->child_hi && leave(x, roots[r], rule, state, config_below[i]) != 0) return -1;
+            if (nd->child_lo == nd->child_hi) continue;
+            if (seed[2] == LEAVE) {
+                if (leave(x, roots[r], rule, state, config_below[i]) != 0) return -1;
+            } else {
+                if (x->top >= x->stack_cap) return -1;
+                x->stack[x->top++] = (Item){roots[r], rule, state, config_below[i]};
+            }
         }
         while (x->top > 0) {
             Item it = x->stack[--x->top];
@@ -192,6 +200,8 @@ class Ctx(ctypes.Structure):
                [("stamp", ctypes.c_uint32)]
 
 
+LEAVE, READ = 0, 1           # seed kinds
+ROOT = np.zeros(1, np.int32)  # the trie's root as a global node: READ from it reads every token
 SLOT = np.dtype([("stamp", "<u4"), ("a", "<i4"), ("b", "<i4"), ("c", "<i4"), ("d", "<i4"), ("val", "<i4")])
 ITEM = np.dtype([("node", "<i4"), ("rule", "<i4"), ("state", "<i4"), ("below", "<i4")])
 
@@ -286,7 +296,7 @@ class Follower:
                 ctx = self._ctx_for(buf)
                 ctx.words, ctx.stamp = address(words), buf.stamp
                 rc = dll.follow(ctypes.byref(ctx), address(frames), address(off), len(configs), address(seeds_a),
-                                len(seeds_a) // 4, address(buf.below))
+                                len(seeds_a) // 5, address(buf.below))
                 buf.stamp = ctx.stamp
                 if rc == 0:
                     break

@@ -24,7 +24,7 @@ from gateway.structured.counted_walks import (
     counted_walk,
     plain_string,
 )
-from gateway.structured.follow_native import Follower
+from gateway.structured.follow_native import LEAVE, READ, ROOT, Follower
 from gateway.structured.follow_native import native as follow_native
 from gateway.structured.grammar import Grammar, Rule
 from gateway.structured.matcher import MAX_DEPTH, Config, Matcher
@@ -41,6 +41,9 @@ from gateway.structured.token_walk import (
     walk,
 )
 from gateway.structured.tokens import TokenTable
+
+ROOT_ADDRESS = ROOT.__array_interface__["data"][0]
+TOP = b"top"                # memo key of a stack's top walk, or READ (MaskComputer._top_walk)
 
 
 def pack(allowed: np.ndarray) -> np.ndarray:
@@ -104,18 +107,21 @@ class MaskComputer:
         seeds: list[int] = []
         for i, config in enumerate(configs):
             rule, state = config[-1]
-            w = memo.get((rule, state, ALL.key))
+            w = memo.get((rule, state, TOP))
             if w is None:
                 if len(memo) > self.max_walks:
                     memo.clear()
-                w = memo[(rule, state, ALL.key)] = self._walk(rules[rule], state, ALL)
+                w = memo[(rule, state, TOP)] = self._top_walk(rules[rule], state)
+            if w is READ:
+                seeds += (i, state, READ, ROOT_ADDRESS, 1)
+                continue
             if w.words is not None:
                 np.bitwise_or(words, w.words, out=words)
             elif len(w.consumed):
                 small.append(w.consumed)
             for exit_state, rest in w.exits:
                 nodes = rest.global_nodes(flat)
-                seeds += (i, exit_state, nodes.__array_interface__["data"][0], len(nodes))
+                seeds += (i, exit_state, LEAVE, nodes.__array_interface__["data"][0], len(nodes))
         if seeds:
             follower.follow(words, configs, seeds)
         if small:
@@ -159,6 +165,19 @@ class MaskComputer:
         if matcher.accepting:
             np.bitwise_or(words, self._eos, out=words)
         return words.view(np.int32)
+
+    def _top_walk(self, rule: Rule, state: int) -> Walk | int:
+        """A stack's top walk from every token: the cached walk where there is one, a new one where
+        the state is wide or counted (first_byte_split and counted_walk reuse shared walks), else
+        READ: the C follow reads the trie from the root with the stack itself, which for the few
+        first bytes of a narrow state costs less than making a walk to cache."""
+        content = self._rule_key(rule)[0]
+        found = self._cached((ALL.key, content, state))
+        if found is not None:
+            return found
+        if int((rule.dfa.trans[state] >= 0).sum()) <= WIDE and self._counted_at(rule, state) is None:
+            return READ
+        return self._walk(rule, state, ALL)
 
     def _walk(self, rule: Rule, state: int, tails: Tails) -> Walk:
         content, exits = self._rule_key(rule)
