@@ -60,7 +60,9 @@ def parse_chat(data: Any, served: set[str], api_key: str, request_id: str) -> tu
         raise invalid(f"'chat_template_kwargs' may not set '{reserved[0]}'; use the request field instead.",
                       "chat_template_kwargs", "invalid_value")
     for name, what in REFUSED.items():
-        body.refuse(name, f"({what}) is not supported by this server")
+        if name in data:                        # formatted only for a body that has it
+            body.refuse(name, f"({what}) is not supported by this server")
+    body.accept(*REFUSED)
     params = sampling_params(body, max_tokens, logprobs, top_logprobs)
     ns = namespace(api_key, body)
     program = body.get("program", list, None)

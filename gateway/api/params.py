@@ -83,30 +83,40 @@ def parse_logit_bias(body: Body) -> dict[int, float]:
     return bias
 
 
+# The numeric sampling fields: (name, type, default, low, high), checked in this order.
+NUMERIC = (("temperature", float, 1.0, 0, 2), ("top_p", float, 1.0, 0, 1), ("top_k", int, 0, -1, MAX_INT),
+           ("min_p", float, 0.0, 0, 1), ("presence_penalty", float, 0.0, -2, 2),
+           ("frequency_penalty", float, 0.0, -2, 2), ("repetition_penalty", float, 1.0, 0.01, 10))
+SAMPLING = (*(name for name, *_ in NUMERIC), "stop_token_ids", "logit_bias", "seed", "stop", "ignore_eos",
+            "skip_special_tokens")
+
+
 def sampling_params(body: Body, max_tokens: int | None, logprobs: bool, top_logprobs: int) -> SamplingParams:
-    """The sampling fields shared by chat and completions, plus our extensions."""
-    stop_ids = body.get("stop_token_ids", list, [])
+    """The sampling fields shared by chat and completions, plus our extensions. Only the fields the body
+    has are read (an absent or null one takes its default), in the same order either way, so the first
+    bad field is the one named."""
+    data = body.data
+    stop_ids = body.get("stop_token_ids", list, []) if "stop_token_ids" in data else []
     if not all(isinstance(t, int) and not isinstance(t, bool) and 0 <= t <= MAX_INT for t in stop_ids):
         raise invalid("'stop_token_ids' must be a list of token ids.", "stop_token_ids", "invalid_value")
+    values = {name: body.get(name, kind, default, low=low, high=high)
+              for name, kind, default, low, high in NUMERIC if name in data}
+    if "top_p" in values:
+        values["top_p"] = values["top_p"] or 1e-9          # 0 keeps only the top token
+    if "logit_bias" in data:
+        values["logit_bias"] = parse_logit_bias(body)
+    if "seed" in data:
+        values["seed"] = body.get("seed", int, None, low=-(2 ** 63), high=2 ** 64 - 1)
+    if "stop" in data:
+        values["stop"] = parse_stop(body)
+    if "ignore_eos" in data:
+        values["ignore_eos"] = body.get("ignore_eos", bool, False)
+    if "skip_special_tokens" in data:
+        values["skip_special_tokens"] = body.get("skip_special_tokens", bool, True)
+    body.accept(*SAMPLING)
     try:
-        return SamplingParams(
-            max_tokens=max_tokens,
-            temperature=body.get("temperature", float, 1.0, low=0, high=2),
-            top_p=body.get("top_p", float, 1.0, low=0, high=1) or 1e-9,    # 0 keeps only the top token
-            top_k=body.get("top_k", int, 0, low=-1, high=MAX_INT),
-            min_p=body.get("min_p", float, 0.0, low=0, high=1),
-            presence_penalty=body.get("presence_penalty", float, 0.0, low=-2, high=2),
-            frequency_penalty=body.get("frequency_penalty", float, 0.0, low=-2, high=2),
-            repetition_penalty=body.get("repetition_penalty", float, 1.0, low=0.01, high=10),
-            logit_bias=parse_logit_bias(body),
-            seed=body.get("seed", int, None, low=-(2 ** 63), high=2 ** 64 - 1),
-            stop=parse_stop(body),
-            stop_token_ids=stop_ids,
-            ignore_eos=body.get("ignore_eos", bool, False),
-            logprobs=logprobs,
-            top_logprobs=top_logprobs,
-            skip_special_tokens=body.get("skip_special_tokens", bool, True),
-        )
+        return SamplingParams(max_tokens=max_tokens, stop_token_ids=stop_ids, logprobs=logprobs,
+                              top_logprobs=top_logprobs, **values)
     except InvalidRequest as err:
         raise invalid(str(err), err.param, "invalid_value") from None
 

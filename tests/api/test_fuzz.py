@@ -110,7 +110,7 @@ def request_bodies(fields: dict, always: tuple[str, ...], extras: dict) -> st.Se
                 body[key] = value
             elif kind == "drop":
                 body.pop(key, None)
-            elif isinstance(body.get("messages"), list):
+            elif isinstance(body.get("messages"), list) and body["messages"]:     # not when set to []
                 body["messages"][key % len(body["messages"])] = value
         return body
     chosen = st.lists(st.sampled_from(optional), max_size=5, unique=True)
