@@ -20,7 +20,8 @@ import triton
 import triton.language as tl
 
 BLOCK = 2048
-TINY = 1.1754943508222875e-38          # float32's smallest normal: E = 0 would make a token certain
+TINY_NORMAL = 1.1754943508222875e-38   # float32's smallest normal: E = 0 would make a token certain
+TINY = tl.constexpr(TINY_NORMAL)
 
 
 @triton.jit
@@ -62,5 +63,5 @@ def gumbel_argmax(logits: torch.Tensor, inv_temperature: torch.Tensor, seed: int
 def gumbel_argmax_ref(logits: torch.Tensor, inv_temperature: torch.Tensor, exponentials: torch.Tensor) -> torch.Tensor:
     """The same race on given Exp(1) noise [batch, vocab]."""
     noisy = (inv_temperature > 0).unsqueeze(1)
-    scores = logits * inv_temperature.unsqueeze(1) - exponentials.clamp_min(TINY).log()
+    scores = logits * inv_temperature.unsqueeze(1) - exponentials.clamp_min(TINY_NORMAL).log()
     return torch.where(noisy, scores, logits).argmax(dim=1)

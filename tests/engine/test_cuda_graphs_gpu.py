@@ -48,7 +48,7 @@ def test_engine_tokens_with_graphs_equal_eager_and_torch(model_dirs):
     path = model_dirs["qwen3"]
     results, replays = {}, []
     for attention, graphs in (("triton", True), ("triton", False), ("torch", False)):
-        engine = Engine(path, device="cuda", dtype="float32", attention=attention, cuda_graphs=graphs,
+        engine = Engine(path, device="cuda", dtype="float32", attention=attention, cuda_graphs=graphs, decode_steps=1,
                         max_running=MAX_RUNNING, chunk_tokens=32, kv_slots=4096, debug_checks=True)
         assert (engine.runner.graphs is not None) == graphs
         if graphs:
