@@ -115,15 +115,23 @@ def start_bare(upstream: str, extras: Path | None = None) -> Process:
                             "--port", str(port)], port, "/health", extras_env(extras))
 
 
-def start_radixgate(upstream: str, extras: Path | None = None) -> Process:
+def start_radixgate(upstream: str, extras: Path | None = None, tree: Path | None = None,
+                    name: str = "radixgate") -> Process:
+    """radixgate serving the fake as `radixgate serve --upstream` does; from another checkout's `tree` (its
+    own code, on uvicorn's protocol where it has no server_protocol) for a before/after in the same turns."""
     port = free_port()
     code = ("import uvicorn; from gateway.api.app import create_app; from gateway.cli import upstream_backend; "
-            "from gateway.config import ServeConfig; from gateway.api.server_protocol import server_protocol; "
+            "from gateway.config import ServeConfig\n"
+            "try:\n from gateway.api.server_protocol import server_protocol; http = server_protocol()\n"
+            "except ImportError:\n http = 'auto'\n"
             f"cfg = ServeConfig(port={port}, api_keys=({KEY!r},), upstreams=({upstream + '/v1'!r},), "
-            f"upstream_models=({FAKE_MODEL!r},)); "
+            f"upstream_models=({FAKE_MODEL!r},))\n"
             f"uvicorn.run(create_app(upstream_backend(cfg), cfg), host='127.0.0.1', port={port}, "
-            "log_level='warning', access_log=False, backlog=4096, http=server_protocol())")
-    return Process("radixgate", [sys.executable, "-c", code], port, "/health", extras_env(extras))
+            "log_level='warning', access_log=False, backlog=4096, http=http)")
+    env = extras_env(extras)
+    if tree is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tree), env.get("PYTHONPATH")]))
+    return Process(name, [sys.executable, "-c", code], port, "/health", env, cwd=tree)
 
 
 def start_litellm(venv: Path, upstream: str) -> Process | None:
@@ -251,6 +259,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=4, help="turns per rate; each target runs seconds/rounds a turn")
     ap.add_argument("--stream", action="store_true", help="streamed requests (with usage) instead of plain ones")
     ap.add_argument("--litellm", type=Path, default=Path("/work/litellm-venv"), help="LiteLLM's venv")
+    ap.add_argument("--baseline", type=Path,
+                    help="another checkout of radixgate (e.g. `git worktree add /tmp/before HEAD~3`), measured "
+                         "as 'before' in the same turns")
     ap.add_argument("--server-extras", type=Path,
                     help="a folder with uvloop/httptools (pip install --target) for the fake upstream and radixgate")
     args = ap.parse_args()
@@ -262,6 +273,8 @@ def main() -> None:
     try:
         servers["bare"] = start_bare(fake.url, args.server_extras)
         servers["radixgate"] = start_radixgate(fake.url, args.server_extras)
+        if args.baseline is not None:
+            servers["before"] = start_radixgate(fake.url, args.server_extras, args.baseline, "before")
         if (lite := start_litellm(args.litellm, fake.url)) is not None:
             servers["litellm"] = lite
         for server in servers.values():
@@ -273,7 +286,7 @@ def main() -> None:
               f"{os.getloadavg()[0]:.2f} at start on {os.cpu_count()} cores; servers on "
               f"{'uvloop + httptools' if args.server_extras or speedups_installed() else 'asyncio + h11'} "
               f"(LiteLLM: its own)")
-        proxies = [name for name in ("bare", "radixgate", "litellm") if name in servers]
+        proxies = [name for name in ("bare", "before", "radixgate", "litellm") if name in servers]
         head = f"{'rate':>6} | {'direct p50':>10}{'p99':>7} | " + "".join(
             f"{name + ' +p50':>14}{'+p99':>10}{'cpu':>6}{'ok':>4} | " for name in proxies) + f"{'gen lag p99':>11}"
         print(head + "\n" + "-" * len(head))
@@ -306,7 +319,7 @@ def main() -> None:
                     live.discard(name)
             print(row + f"{max(c.lag for c in cells.values()) * 1e3:>11.2f}"
                   + ("" if d.sustained else "   (direct not sustained: the generator or fake is the limit)"))
-            if not live - {"direct", "bare"}:
+            if not live - {"direct", "bare", "before"}:
                 break
         summary(best, results)
     finally:
