@@ -24,6 +24,7 @@ from gateway.structured.counted_walks import (
     counted_walk,
     plain_string,
 )
+from gateway.structured.difference_walk import corrected, differences
 from gateway.structured.follow_native import LEAVE, READ, ROOT, Follower
 from gateway.structured.follow_native import native as follow_native
 from gateway.structured.grammar import Grammar, Rule
@@ -43,6 +44,7 @@ from gateway.structured.token_walk import (
 from gateway.structured.tokens import TokenTable
 
 ROOT_ADDRESS = ROOT.__array_interface__["data"][0]
+DIFFERENCES = 4096          # differing nodes past which a wide state is split by first byte instead
 TOP = b"top"                # memo key of a stack's top walk, or READ (MaskComputer._top_walk)
 
 
@@ -71,6 +73,7 @@ class MaskComputer:
         self._counted: dict[int, tuple] = {}          # id(rule) -> (rule, [(layout, offset)] checked)
         self._layouts: dict[tuple, Layout] = {}
         self._annotations: OrderedDict[bytes, Annotated] = OrderedDict()
+        self._referencing = False              # a reference walk is being made (_by_difference)
         self._eos = pack_ids(np.array(sorted(table.eos_ids), np.int64), self.num_words)
 
     def words(self, matcher: Matcher) -> np.ndarray:
@@ -190,12 +193,35 @@ class MaskComputer:
                 layout, offset, c = counted
                 found = counted_walk(self._annotated(tails), layout, offset, c, self.num_words)
             elif tails is ALL and int((trans[state] >= 0).sum()) > WIDE:
-                found = first_byte_split(self.trie, self.num_words, trans, exits, state, lambda t, rest: (
+                found = self._by_difference(rule, state) or first_byte_split(self.trie, self.num_words, trans, exits, state, lambda t, rest: (
                     self._walk_form(rule, t, rest) if rest.key == AFTER_FIRST_BYTE else self._walk(rule, t, rest)))
             else:
                 found = walk(self.trie, self.num_words, trans, exits, state, tails)
             self._store(key, found)
         return found
+
+    def _by_difference(self, rule: Rule, state: int) -> Walk | None:
+        """A wide state's walk as the walk of the state most tokens' first bytes lead to, put right
+        where runs from the two differ (difference_walk); None where that state is itself, holds
+        under a quarter of the tokens, or the runs differ in too many places."""
+        if self._referencing:
+            return None
+        trans, level = rule.dfa.trans, self.trie.levels[1]
+        nxt = trans[state, level.byte]
+        alive = nxt >= 0
+        size = np.bincount(nxt[alive], weights=(level.hi - level.lo)[alive])
+        g = int(size.argmax())
+        if g == state or size[g] < len(self.trie.ids) // 4:
+            return None
+        found = differences(self.trie, trans, state, g, DIFFERENCES)
+        if found is None:
+            return None
+        self._referencing = True
+        try:
+            reference = self._walk(rule, g, ALL)
+        finally:
+            self._referencing = False
+        return corrected(self.trie, self.num_words, self._rule_key(rule)[1], reference, found)
 
     def _counted_at(self, rule: Rule, state: int) -> tuple[Layout, int, int] | None:
         """(layout, offset, count) when state is a body boundary of one of the rule's counted

@@ -56,6 +56,7 @@ class Walk:
     words: np.ndarray | None                 # the same as uint32 bitmask words, when large
     exits: list[tuple[int, Tails]]           # (exit state, tails still to read from there)
     by_first_byte: tuple | None = None       # consumed sorted by first byte, and each byte's bounds
+    hits: object = None                      # its exit hits indexed for difference_walk, made once
 
     def first_bytes_in(self, trie: TokenTrie, keep: np.ndarray) -> np.ndarray:
         """The consumed tokens whose first byte `keep` [256 bool] holds (the index is built once:

@@ -1,0 +1,150 @@
+"""A wide state's walk from every token as another state's walk of the same rule, corrected where the
+two differ.
+
+A key of an object that allows other keys is typed through "any string but the declared keys": from
+each state on a declared key's prefix, almost every byte leads to the same state as the plain key
+string's body (the reference), and only the bytes that go on along a declared key lead elsewhere.
+Runs from both states over the trie are then in the same state below every node but a few, and where
+two runs are in the same state their subtrees read alike (the same tokens, the same exits, numbered
+alike: one rule). So the walk from the state is the reference's walk (cached: made once per rule)
+with the nodes where the runs differ put right: their own tokens and exit hits are the state's,
+and where the state's run dies and the reference's goes on, the subtree is cut out. Finding those
+nodes is a depth-first pass in C that descends only where the runs differ; past `limit` of them
+the caller walks another way (first_byte_split).
+"""
+from __future__ import annotations
+
+import ctypes
+from bisect import bisect_right
+
+import numpy as np
+
+from gateway.structured.token_trie import TokenTrie
+from gateway.structured.token_walk import Tails, Walk, or_ids, pack_ids
+from gateway.structured.walk_native import compiled
+
+SOURCE = r"""
+#include <stdint.h>
+
+typedef struct { int32_t child_lo, child_hi, tok; uint16_t ends; uint8_t byte, pad; } Node;
+
+/* From the root, every node where a run from q and a run from g (states of one automaton, -1:
+   dead) are in different states: (global node, q's state, g's state). Descends only below nodes
+   where q's run is alive and differs. Returns the count, or -1 past cap. */
+int64_t differ(const int32_t *trans, int32_t q, int32_t g, const Node *nodes, int64_t cap,
+               int32_t *out_node, int32_t *out_q, int32_t *out_g, int32_t *stack, int64_t stack_cap) {
+    int64_t n = 0, top = 0;
+    stack[0] = 0; stack[1] = q; stack[2] = g; top = 1;
+    while (top > 0) {
+        top--;
+        const Node *nd = nodes + stack[3 * top];
+        int32_t sq = stack[3 * top + 1], sg = stack[3 * top + 2];
+        const int32_t *rq = trans + (int64_t)sq * 256, *rg = sg >= 0 ? trans + (int64_t)sg * 256 : 0;
+        for (int32_t c = nd->child_lo; c < nd->child_hi; c++) {
+            int32_t tq = rq[nodes[c].byte], tg = rg ? rg[nodes[c].byte] : -1;
+            if (tq == tg) continue;
+            if (n >= cap) return -1;
+            out_node[n] = c; out_q[n] = tq; out_g[n] = tg; n++;
+            if (tq < 0 || nodes[c].child_lo == nodes[c].child_hi) continue;
+            if (top >= stack_cap) return -1;
+            stack[3 * top] = c; stack[3 * top + 1] = tq; stack[3 * top + 2] = tg; top++;
+        }
+    }
+    return n;
+}
+"""
+
+_dll: list = []
+
+
+def native():
+    if not _dll:
+        dll = compiled(SOURCE, "differ")
+        if dll is not None:
+            p, i32, i64 = ctypes.c_void_p, ctypes.c_int32, ctypes.c_int64
+            dll.differ.restype = i64
+            dll.differ.argtypes = [p, i32, i32, p, i64, p, p, p, p, i64]
+        _dll.append(dll)
+    return _dll[0]
+
+
+def differences(trie: TokenTrie, trans: np.ndarray, q: int, g: int, limit: int):
+    """(global nodes, q's states, g's states) where runs from q and g differ, or None (past limit,
+    or no C compiler)."""
+    dll = native()
+    if dll is None:
+        return None
+    flat, trans = trie.flat, np.ascontiguousarray(trans, np.int32)
+    out = [np.empty(limit, np.int32) for _ in range(3)]
+    stack = np.empty(3 * (limit + 1), np.int32)
+    n = dll.differ(trans.ctypes.data, q, g, flat.nodes.ctypes.data, limit, *(a.ctypes.data for a in out),
+                   stack.ctypes.data, limit + 1)
+    return None if n < 0 else tuple(a[:n] for a in out)
+
+
+def corrected(trie: TokenTrie, num_words: int, exits: np.ndarray, reference: Walk, found) -> Walk:
+    """The reference walk with the differing nodes `found` (differences) put right: their tokens and
+    exit hits are the state's, and where the state's run dies (a cut) the subtree below is dropped.
+    Exit tails that nothing touches stay the reference's own objects. The nodes found are few (a
+    declared key's next bytes), so this is plain Python but for the bitmask."""
+    flat = trie.flat
+    level_off = flat.level_off.tolist()
+    clear, put, cuts, changed, added = [], [], [], set(), {}
+    for n, q in zip(found[0].tolist(), found[1].tolist()):
+        d = bisect_right(level_off, n) - 1
+        lo, ends = int(flat.nodes["tok"][n]), int(flat.nodes["ends"][n])
+        changed.add(n)
+        clear.append(trie.ids[lo:lo + ends])
+        if q < 0:
+            hi = int(trie.levels[d].hi[n - level_off[d]])
+            clear.append(trie.ids[lo:hi])
+            cuts.append((lo, hi, d))
+        else:
+            put.append(trie.ids[lo:lo + ends])
+            if exits[q]:
+                added.setdefault(q, []).append((d, n - level_off[d]))
+    words = reference.words.copy() if reference.words is not None else pack_ids(reference.consumed, num_words)
+    drop = np.zeros(num_words, np.uint32)
+    or_ids(drop, np.concatenate(clear))
+    words &= ~drop
+    if put:
+        or_ids(words, np.concatenate(put))
+    out = []
+    for i, (state, tails) in enumerate(reference.exits):
+        hits, at = _hits(trie, reference)[i]
+        gone = [(d, node) for d, node, glob, tok in hits
+                if glob in changed or any(lo <= tok < hi and d > dc for lo, hi, dc in cuts)] \
+            if cuts or not changed.isdisjoint(at) else []
+        more = added.pop(state, [])
+        if not gone and not more:
+            out.append((state, tails))
+            continue
+        roots = {d: nodes for d, nodes in tails.roots.items()}
+        for d, node in gone:
+            roots[d] = roots[d][roots[d] != node]
+        for d, node in more:
+            roots[d] = np.union1d(roots.get(d, np.zeros(0, np.int64)), [node])
+        roots = {d: nodes for d, nodes in sorted(roots.items()) if len(nodes)}
+        if roots:
+            out.append((state, Tails(roots)))
+    for state, more in added.items():
+        roots = {}
+        for d, node in more:
+            roots.setdefault(d, []).append(node)
+        out.append((state, Tails({d: np.array(sorted(n), np.int64) for d, n in sorted(roots.items())})))
+    return Walk(None, words, sorted(out, key=lambda x: x[0]))
+
+
+def _hits(trie: TokenTrie, walk: Walk) -> list[tuple[list[tuple[int, int, int, int]], set[int]]]:
+    """Per exit of the walk, its hits as (depth, node, global node, first sorted token under it)
+    and the set of their global nodes, made once per walk (a reference serves every state of its
+    rule)."""
+    if walk.hits is None:
+        flat, walk.hits = trie.flat, []
+        for _, tails in walk.exits:
+            hits = []
+            for d, nodes in tails.roots.items():
+                glob = flat.level_off[d] + nodes
+                hits += zip([d] * len(nodes), nodes.tolist(), glob.tolist(), flat.nodes["tok"][glob].tolist())
+            walk.hits.append((hits, {h[2] for h in hits}))
+    return walk.hits
