@@ -15,7 +15,7 @@ the caller walks another way (first_byte_split).
 from __future__ import annotations
 
 import ctypes
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 
 import numpy as np
 
@@ -111,10 +111,12 @@ def corrected(trie: TokenTrie, num_words: int, exits: np.ndarray, reference: Wal
         or_ids(words, np.concatenate(put))
     out = []
     for i, (state, tails) in enumerate(reference.exits):
-        hits, at = _hits(trie, reference)[i]
-        gone = [(d, node) for d, node, glob, tok in hits
-                if glob in changed or any(lo <= tok < hi and d > dc for lo, hi, dc in cuts)] \
-            if cuts or not changed.isdisjoint(at) else []
+        toks, hits, at = _hits(trie, reference)[i]
+        gone = []
+        for lo, hi, dc in cuts:
+            gone += [hits[j][:2] for j in range(bisect_left(toks, lo), bisect_left(toks, hi)) if hits[j][0] > dc]
+        if not changed.isdisjoint(at):
+            gone += [(d, node) for d, node, glob in hits if glob in changed]
         more = added.pop(state, [])
         if not gone and not more:
             out.append((state, tails))
@@ -135,16 +137,17 @@ def corrected(trie: TokenTrie, num_words: int, exits: np.ndarray, reference: Wal
     return Walk(None, words, sorted(out, key=lambda x: x[0]))
 
 
-def _hits(trie: TokenTrie, walk: Walk) -> list[tuple[list[tuple[int, int, int, int]], set[int]]]:
-    """Per exit of the walk, its hits as (depth, node, global node, first sorted token under it)
-    and the set of their global nodes, made once per walk (a reference serves every state of its
-    rule)."""
+def _hits(trie: TokenTrie, walk: Walk) -> list[tuple[list[int], list[tuple[int, int, int]], set[int]]]:
+    """Per exit of the walk, its hits sorted by the first sorted token under each node (a subtree's
+    hits are a run of them): those tokens, the hits as (depth, node, global node), and the set of
+    their global nodes; made once per walk (a reference serves every state of its rule)."""
     if walk.hits is None:
         flat, walk.hits = trie.flat, []
         for _, tails in walk.exits:
             hits = []
             for d, nodes in tails.roots.items():
                 glob = flat.level_off[d] + nodes
-                hits += zip([d] * len(nodes), nodes.tolist(), glob.tolist(), flat.nodes["tok"][glob].tolist())
-            walk.hits.append((hits, {h[2] for h in hits}))
+                hits += zip(flat.nodes["tok"][glob].tolist(), [d] * len(nodes), nodes.tolist(), glob.tolist())
+            hits.sort()
+            walk.hits.append(([h[0] for h in hits], [h[1:] for h in hits], {h[3] for h in hits}))
     return walk.hits

@@ -258,6 +258,19 @@ class Buffers:
         self.stack, self.closure = np.empty(16 * n, ITEM), np.empty(n, ITEM)
         self.below = np.empty(n, np.int32)
         self.stamp = 0
+        self.frames_in, self.off_in, self.seeds_in = (np.zeros(0, np.int32), np.zeros(1, np.int64),
+                                                      np.zeros(0, np.int64))
+        self.inputs(0, 0, 0)
+
+    def inputs(self, frames: int, configs: int, seeds: int) -> None:
+        """Room for one call's configs and seeds (kept between calls, and so are their addresses)."""
+        if frames > len(self.frames_in) or configs + 1 > len(self.off_in) or seeds > len(self.seeds_in) \
+                or not hasattr(self, "addresses"):
+            self.frames_in = np.empty(max(2 * frames, 4096), np.int32)
+            self.off_in = np.zeros(max(2 * configs + 1, 256), np.int64)
+            self.seeds_in = np.empty(max(2 * seeds, 1024), np.int64)
+            self.below = np.empty(max(len(self.below), len(self.off_in)), np.int32)
+            self.addresses = [address(a) for a in (self.frames_in, self.off_in, self.seeds_in, self.below)]
 
 
 _local = threading.local()
@@ -286,19 +299,23 @@ class Follower:
     def follow(self, words: np.ndarray, configs: list, seeds: list[int]) -> None:
         """OR into words (uint32, in place) every token the seeds' nodes read on to the end of."""
         dll = native()
-        frames = np.array([x for c in configs for f in c for x in f], np.int32)
-        off = np.zeros(len(configs) + 1, np.int64)
-        np.cumsum([len(c) for c in configs], out=off[1:])
-        seeds_a = np.array(seeds, np.int64)
+        frames = [x for c in configs for f in c for x in f]
         buf = getattr(_local, "buffers", None) or Buffers()
+        buf.inputs(len(frames), len(configs), len(seeds))
+        buf.frames_in[:len(frames)] = frames
+        np.cumsum([len(c) for c in configs], out=buf.off_in[1:len(configs) + 1])
+        buf.seeds_in[:len(seeds)] = seeds
         while True:
-            if len(buf.below) >= len(configs):
-                ctx = self._ctx_for(buf)
-                ctx.words, ctx.stamp = address(words), buf.stamp
-                rc = dll.follow(ctypes.byref(ctx), address(frames), address(off), len(configs), address(seeds_a),
-                                len(seeds_a) // 5, address(buf.below))
-                buf.stamp = ctx.stamp
-                if rc == 0:
-                    break
-            buf = Buffers(max(4 * buf.n, 64))
+            ctx = self._ctx_for(buf)
+            ctx.words, ctx.stamp = address(words), buf.stamp
+            frames_at, off_at, seeds_at, below_at = buf.addresses
+            rc = dll.follow(ctypes.byref(ctx), frames_at, off_at, len(configs), seeds_at, len(seeds) // 5, below_at)
+            buf.stamp = ctx.stamp
+            if rc == 0:
+                break
+            grown = Buffers(max(4 * buf.n, 64))
+            grown.inputs(len(frames), len(configs), len(seeds))
+            grown.frames_in[:len(frames)], grown.seeds_in[:len(seeds)] = frames, seeds
+            grown.off_in[:len(configs) + 1] = buf.off_in[:len(configs) + 1]
+            buf = grown
         _local.buffers = buf
