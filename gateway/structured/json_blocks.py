@@ -1,5 +1,6 @@
-"""The JSON building blocks of a schema grammar: whitespace, members, elements, objects and arrays,
-as Dfas with calls (literal keys and values are in json_values).
+"""The JSON building blocks of a schema grammar, as Dfas with calls: the Builder (an automaton made
+state by state), arrays, and unions of pieces. Members and elements are laid out in json_members,
+objects in json_objects, literal keys and values in json_values.
 
 Whitespace: at most `max_ws` of space, tab, newline, carriage return at each place JSON allows it
 (after `{` `[` `:` `,` and before `}` `]` `:` `,`), so generation cannot loop on it; none before or
@@ -7,7 +8,7 @@ after the top-level value. A member rule owns the whitespace around its key and 
 (`ws "key" ws : ws value ws`), an element rule the whitespace around its value, so each place has
 exactly one slot; only the empty `{ }` and `[ ]` need their own.
 
-Objects: with at most ANY_ORDER_KEYS declared keys, the declared keys may come in any order, each at
+Objects (json_objects): with at most ANY_ORDER_KEYS declared keys, the declared keys may come in any order, each at
 most once: the state between members is the set of keys seen. With more, or in strict mode, declared
 keys come in schema order (each optional one may be left out). Other keys (when the schema allows them) may come
 anywhere, as often as wanted: each class of other keys (by which patternProperties they match) has
@@ -21,11 +22,10 @@ from itertools import chain
 
 import numpy as np
 
-from gateway.structured.grammar import Dfa
+from gateway.structured.grammar import Dfa, shift_into
 from gateway.structured.json_cache import shared
 
 WS = b" \t\n\r"
-ANY_ORDER_KEYS = 8
 Calls = dict[int, list[tuple[int, int]]]
 
 
@@ -91,10 +91,8 @@ class Builder:
 
     def build(self) -> tuple[Dfa, Calls]:
         trans = np.full((max(self.size, 1), 256), -1, dtype=np.int32)
-        for off, dfa in self._blocks:          # a block's targets shifted by off, -1 kept: one gather
-            shifted = np.arange(off - 1, off + dfa.num_states, dtype=np.int32)
-            shifted[0] = -1
-            np.take(shifted, dfa.trans + 1, out=trans[off:off + dfa.num_states])
+        for off, dfa in self._blocks:
+            shift_into(trans[off:off + dfa.num_states], dfa.trans, off)
         if self._edges:
             k = len(self._edges)
             pairs = np.fromiter(chain.from_iterable(self._edges), dtype=np.intp, count=2 * k)
@@ -127,100 +125,6 @@ def _union_dfa(dfas: tuple[Dfa, ...]) -> Dfa:
     for dfa in dfas:
         b.accepting.update(b.embed([start], dfa))
     return b.build()[0]
-
-
-def member(key: tuple[Dfa, Calls], value_rule: int, max_ws: int) -> tuple[Dfa, Calls]:
-    """ws "key" ws : ws value ws"""
-    b = Builder()
-    ends = b.embed(b.ws([b.state()], max_ws), *key)
-    colon = b.lit(b.ws(ends, max_ws), b":")
-    ret = b.call(b.ws([colon], max_ws), value_rule)
-    b.accepting.update(b.ws([ret], max_ws))
-    return b.build()
-
-
-def element(value_rule: int, max_ws: int) -> tuple[Dfa, Calls]:
-    """ws value ws"""
-    b = Builder()
-    ret = b.call(b.ws([b.state()], max_ws), value_rule)
-    b.accepting.update(b.ws([ret], max_ws))
-    return b.build()
-
-
-@dataclass
-class ObjectShape:
-    members: list[int]                        # member rule of each declared key
-    required: set[int] = field(default_factory=set)
-    others: list[int] = field(default_factory=list)   # member rules for the other keys (by key class)
-    min_props: int = 0                        # counted only in any-order mode without other keys
-    max_props: int | None = None
-    nonempty: bool = False                    # no `{}` (minProperties 1 where counts are not tracked)
-    depends: dict[int, set[int]] = field(default_factory=dict)    # present key -> keys it requires
-    ordered: bool = False                     # declared keys in schema order however few (strict mode)
-
-    @property
-    def any_order(self) -> bool:
-        return not self.ordered and len(self.members) <= ANY_ORDER_KEYS
-
-
-def object_piece(shape: ObjectShape, max_ws: int) -> tuple[Dfa, Calls]:
-    n = len(shape.members)
-    b = Builder()
-    start, end = b.state(), b.state()
-    b.accepting.add(end)
-    after_brace = b.lit([start], b"{")
-    expect: dict = {}                         # position -> state expecting a member (after , or {)
-    after: dict = {}                          # position -> state after a member
-
-    if shape.any_order:                       # positions: bit sets of the keys seen
-        required = sum(1 << j for j in shape.required)
-        depends = [(1 << j, sum(1 << d for d in shape.depends.get(j, ()))) for j in range(n) if shape.depends.get(j)]
-        bits = list(enumerate(shape.members))
-
-        def moves(seen: int):
-            if shape.max_props is None or seen.bit_count() < shape.max_props:
-                return [(m, seen | 1 << j) for j, m in bits if not seen >> j & 1]
-            return []
-
-        def closable(seen: int) -> bool:
-            return (seen & required == required and seen.bit_count() >= shape.min_props
-                    and all(seen & need == need for key, need in depends if seen & key))
-    else:
-        def moves(pos: int):
-            for j in range(pos, n):
-                yield shape.members[j], j + 1
-                if j in shape.required:
-                    break
-
-        def closable(pos: int) -> bool:
-            return not any(j >= pos for j in shape.required)
-
-    def after_state(pos) -> int:
-        if pos not in after:
-            after[pos] = b.state()
-            todo.append(pos)
-        return after[pos]
-
-    def offer(state: int, pos) -> bool:
-        """Calls from state to every member allowed at pos; False when there is none."""
-        options = [*moves(pos), *((other, pos) for other in shape.others)]
-        if options:
-            b.calls.setdefault(state, []).extend([(rule, after_state(nxt)) for rule, nxt in options])
-        return bool(options)
-
-    todo: list = []
-    offer(after_brace, 0)
-    if closable(0) and not shape.nonempty:
-        b.edge(b.ws([after_brace], max_ws), b"}", end)
-    while todo:
-        pos = todo.pop()
-        state = after[pos]
-        if closable(pos):
-            b.edge([state], b"}", end)
-        expect[pos] = b.state()
-        if offer(expect[pos], pos):
-            b.edge([state], b",", expect[pos])
-    return b.build()
 
 
 @dataclass

@@ -14,11 +14,14 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from gateway.structured.json_blocks import ANY_ORDER_KEYS, ArrayShape, ObjectShape, array_piece, element, member, object_piece
+from gateway.structured.json_blocks import ArrayShape, array_piece
 from gateway.structured.json_leaves import Piece, count
 from gateway.structured.json_keywords import UnsupportedSchema
-from gateway.structured.json_strings import json_string
-from gateway.structured.json_text import FORMATS, MAX_COUNT, key_classes, names_text
+from gateway.structured.json_members import element, member, plain_member
+from gateway.structured.json_objects import ANY_ORDER_KEYS, ObjectShape, object_piece
+from gateway.structured.json_other_keys import other_keys_member
+from gateway.structured.json_strings import ESCAPABLE, json_string
+from gateway.structured.json_text import FORMATS, LITERAL_PATTERN, MAX_COUNT, key_classes, names_text, one_spelling
 from gateway.structured.json_values import key_dfa
 
 if TYPE_CHECKING:
@@ -44,8 +47,7 @@ def compile_object(c: Compiler, alt: dict) -> Piece | None:
         return None
     present = [n for n in names if n not in absent]
     index = {n: i for i, n in enumerate(present)}
-    members = [c.part(("member", n, values[n]), lambda n=n: member((key_dfa(n), {}), values[n], c.max_ws))
-               for n in present]
+    members = [c.part(("member", n, values[n]), lambda n=n: _member(n, values[n], c.max_ws)) for n in present]
     shape = ObjectShape(members, {index[r] for r in required}, _others(c, alt, tuple(names), spec),
                         depends={index[k]: {index[d] for d in v} for k, v in depends.items() if k in index},
                         ordered=c.ordered)
@@ -81,6 +83,10 @@ def compile_array(c: Compiler, alt: dict) -> Piece | None:
     return array_piece(ArrayShape(prefix, items, lo, hi), c.max_ws)
 
 
+def _member(name: str, value: int, max_ws: int) -> Piece:
+    return plain_member(name, value, max_ws) if one_spelling(name) else member((key_dfa(name), {}), value, max_ws)
+
+
 def _element(c: Compiler, schema) -> int | None:
     value = c.rule(schema)
     return None if value is None else c.part(("element", value), lambda: element(value, c.max_ws))
@@ -99,6 +105,9 @@ def _property(c: Compiler, alt: dict, name: str):
 def _others(c: Compiler, alt: dict, declared: tuple[str, ...], spec: tuple | None) -> list[int]:
     """A member rule per class of undeclared keys, by the patternProperties they match."""
     patterns = alt.get("patternProperties", {})
+    literal = {p: m.group(1) for p in patterns if (m := LITERAL_PATTERN.fullmatch(p))}
+    if spec is None and len(literal) == len(patterns) and (declared or literal) and all(map(one_spelling, declared)):
+        return _plain_others(c, alt, declared, literal)
     out = []
     for inside, text in key_classes(declared, tuple(patterns), spec):
         schema = True if inside else alt.get("additionalProperties", True)
@@ -108,6 +117,31 @@ def _others(c: Compiler, alt: dict, declared: tuple[str, ...], spec: tuple | Non
         if value is not None:
             out.append(c.part(("other", declared, tuple(patterns), inside, spec, value),
                               lambda: member(json_string(text, c.escapes), value, c.max_ws)))
+    return out
+
+
+def _plain_others(c: Compiler, alt: dict, declared: tuple[str, ...], literal: dict[str, str]) -> list[int]:
+    """_others where every declared key is plain and every pattern one key (`^key$`), as key_classes
+    splits them (a one-key class per pattern key not declared, then the rest), each member laid out
+    from the keys (json_members, json_other_keys) instead of lifted from a key automaton."""
+    patterns = tuple(literal)
+    out = []
+    for key in dict.fromkeys(literal.values()):
+        if key in declared:
+            continue
+        inside = tuple(p for p in patterns if literal[p] == key)
+        schema = True
+        for p in inside:
+            schema = c.schemas.both(schema, alt["patternProperties"][p])
+        value = c.rule(schema)
+        if value is not None:
+            out.append(c.part(("other", declared, patterns, inside, None, value),
+                              lambda key=key, value=value: plain_member(key, value, c.max_ws)))
+    value = c.rule(alt.get("additionalProperties", True))
+    if value is not None:
+        keys = declared + tuple(literal.values())
+        out.append(c.part(("other", declared, patterns, (), None, value), lambda: other_keys_member(
+            keys, value, c.escapes.rule_for(ESCAPABLE), c.max_ws)))
     return out
 
 

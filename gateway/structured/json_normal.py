@@ -16,9 +16,9 @@ object identity and recursion through merged nodes ends.
 """
 from __future__ import annotations
 
-import json
 from urllib.parse import unquote
 
+from gateway.structured.json_content import Contents
 from gateway.structured.json_keywords import (APPLICATORS, CONSTRAINING, TYPES, UnsupportedSchema, draft_of, json_equal,
                                               meet, types_overlap, value_type, walk)
 from gateway.structured.json_merge import both, merge
@@ -30,7 +30,8 @@ class Schemas:
     def __init__(self, root):
         self.root = root
         self.draft = draft_of(root)
-        self._interned: dict[str, dict] = {}
+        self.contents = Contents()                 # content keys (json_content), of nodes and rules
+        self._interned: dict[object, dict] = {}
         self._alternatives: dict[int, list[dict]] = {}
         self._busy: set[int] = set()
         self.empty = self.intern({})
@@ -43,7 +44,7 @@ class Schemas:
                 raise UnsupportedSchema(id_key, f"references inside a nested {id_key} ({path}) are not supported")
 
     def intern(self, d: dict) -> dict:
-        return self._interned.setdefault(json.dumps(d, sort_keys=True), d)
+        return self._interned.setdefault(self.contents.key(d), d)
 
     def alternatives(self, node) -> list[dict]:
         if node is True:

@@ -27,8 +27,6 @@ be too large, never more:
 """
 from __future__ import annotations
 
-import json
-
 import numpy as np
 
 from gateway.structured.grammar import Dfa, Grammar, Rule
@@ -83,7 +81,7 @@ class Compiler:
         self.escapes = EscapeRules(self._add)
         self._by_node: dict[int, int | None] = {}
         self._by_alts: dict[tuple[int, ...], int | None] = {}
-        self._by_content: dict[str, int | None] = {}
+        self._by_content: dict[object, int | None] = {}
         self._parts: dict[tuple, int] = {}              # member / element rules
 
     def fresh(self) -> "Compiler":
@@ -123,8 +121,8 @@ class Compiler:
     def _alt_rule(self, alt: dict) -> int | None:
         key = id(alt)
         if key not in self._by_node:
-            content = json.dumps({k: sorted(v) if k == "type" and isinstance(v, list) else v
-                                  for k, v in alt.items() if k in CONSTRAINING}, sort_keys=True)
+            content = self.schemas.contents.key({k: sorted(v) if k == "type" and isinstance(v, list) else v
+                                                 for k, v in alt.items() if k in CONSTRAINING})
             if content not in self._by_content:
                 index = self._by_content[content] = self._reserve(_describe(alt))
                 piece = self._piece(alt)
@@ -229,7 +227,9 @@ def _embeddable(rules: list[Rule]) -> bool:
 
 
 def _reachable(rules: list[Rule], start: int) -> Grammar:
-    """The rules reachable from start, renumbered in order of discovery (start first)."""
+    """The rules reachable from start, start first: as built when that is all of them and start
+    is the first (no call to renumber); else renumbered, in the order built when start is the
+    first, in order of discovery otherwise."""
     order, number = [start], {start: 0}
     for r in order:
         for targets in rules[r].calls.values():
@@ -237,6 +237,11 @@ def _reachable(rules: list[Rule], start: int) -> Grammar:
                 if callee not in number:
                     number[callee] = len(order)
                     order.append(callee)
+    if start == 0:
+        if len(order) == len(rules):
+            return Grammar(rules)
+        order = sorted(order)
+        number = {r: i for i, r in enumerate(order)}
     return Grammar([Rule(rules[r].name, rules[r].dfa, {s: [(number[c], ret) for c, ret in t]
                                                        for s, t in rules[r].calls.items()}) for r in order])
 

@@ -14,7 +14,7 @@ from collections import deque
 
 import numpy as np
 
-from gateway.structured.grammar import Dfa
+from gateway.structured.grammar import Dfa, shift_into
 from gateway.structured.json_cache import shared
 from gateway.structured.json_formats import FORMATS, format_dfa
 from gateway.structured.json_keywords import UnsupportedSchema
@@ -116,14 +116,15 @@ def others_than(keys: tuple[str, ...]) -> Dfa:
             node = nodes[node][b]
         accept[node] = False
     n = len(nodes)
-    trans = np.vstack([np.where(anything.trans[shadow] >= 0, anything.trans[shadow] + n, -1),
-                       np.where(anything.trans >= 0, anything.trans + n, -1)]).astype(np.int32)
+    trans = np.empty((n + anything.num_states, 256), dtype=np.int32)
+    shift_into(trans[:n], anything.trans[shadow], n)
+    shift_into(trans[n:], anything.trans, n)
     for node, edges in enumerate(nodes):
         for b, child in edges.items():
             trans[node, b] = child
     # Every state can still end: a key's last node has other characters to go on with.
     dfa = Dfa(trans, np.array(accept + anything.accept.tolist(), dtype=np.bool_))
-    if all(_plain(key) for key in keys):
+    if all(one_spelling(key) for key in keys):
         dfa._digest = hashlib.blake2b(b"others_than\0" + "\0".join(keys).encode(), digest_size=16).digest()
         OTHERS_DIGESTS[dfa._digest] = len(nodes)
     return dfa
@@ -132,10 +133,11 @@ def others_than(keys: tuple[str, ...]) -> Dfa:
 OTHERS_DIGESTS: dict[bytes, int] = {}       # others_than's digests, of plain keys only -> trie nodes
 
 
-def _plain(key: str) -> bool:
-    """Printable ASCII none of whose characters JSON may escape: every trie node of such keys is a
-    character boundary whose escapes all leave the keys (json_strings lifts them by layout)."""
-    return all(" " <= c <= "~" and c not in '"\\/' for c in key)
+def one_spelling(text: str) -> bool:
+    """A string JSON writes in one way only: printable ASCII that needs no escape (nor allows \\/).
+    Every trie node of such keys is a character boundary whose escapes all leave the keys
+    (json_strings lifts others_than of them by layout)."""
+    return all(" " <= c <= "~" and c not in '"\\/' for c in text)
 
 
 def names_text(spec: tuple) -> Dfa | None:
@@ -227,8 +229,13 @@ def intersect(a: Dfa, b: Dfa, keyword: str) -> Dfa:
         rows.append(np.where(live, number[np.searchsorted(seen, codes)] if len(seen) else -1, -1).astype(np.int32))
         layer = np.array(fresh, dtype=np.int64)
     pairs = np.fromiter(ids, dtype=np.int64)
-    trans = np.concatenate(rows)[:, byte_class]
-    return trim(Dfa(np.ascontiguousarray(trans), a.accept[pairs // nb] & b.accept[pairs % nb]))
+    classes, accept = np.concatenate(rows), a.accept[pairs // nb] & b.accept[pairs % nb]
+    live = can_accept(classes, accept)        # trimmed while a column per byte class: trim's result
+    if not live[0]:
+        return Dfa(np.full((1, 256), -1, dtype=np.int32), np.zeros(1, dtype=np.bool_))
+    if not live.all():
+        classes, accept = _kept(classes, live), accept[live]
+    return Dfa(np.ascontiguousarray(classes[:, byte_class]), accept)
 
 
 def _byte_classes(a: Dfa, b: Dfa) -> tuple[np.ndarray, np.ndarray]:
@@ -244,18 +251,7 @@ def _byte_classes(a: Dfa, b: Dfa) -> tuple[np.ndarray, np.ndarray]:
 
 def trim(dfa: Dfa) -> Dfa:
     """Without the states that cannot reach acceptance (the start stays state 0)."""
-    src, byte = np.nonzero(dfa.trans >= 0)
-    dst = dfa.trans[src, byte]
-    order = np.argsort(dst, kind="stable")
-    preds, bounds = src[order], np.searchsorted(dst[order], np.arange(dfa.num_states + 1))
-    live = dfa.accept.copy()
-    todo = np.flatnonzero(live).tolist()
-    while todo:                                   # backwards breadth-first from the accepting states
-        q = todo.pop()
-        for p in np.unique(preds[bounds[q]:bounds[q + 1]]).tolist():
-            if not live[p]:
-                live[p] = True
-                todo.append(p)
+    live = can_accept(dfa.trans, dfa.accept)
     if live.all():
         return dfa
     if not live[0]:
@@ -263,12 +259,37 @@ def trim(dfa: Dfa) -> Dfa:
     return compact(dfa, live)
 
 
+def can_accept(trans: np.ndarray, accept: np.ndarray) -> np.ndarray:
+    """Per state of a table (a column per byte or per byte class), whether some text leads from it
+    to acceptance: backwards breadth-first from the accepting states, a layer at a time."""
+    n = len(trans)
+    src, col = np.nonzero(trans >= 0)
+    edges = np.unique(trans[src, col].astype(np.int64) * n + src)     # (target, source), sorted
+    preds, bounds = edges % n, np.searchsorted(edges, np.arange(n + 1, dtype=np.int64) * n)
+    live = accept.copy()
+    layer = np.flatnonzero(live)
+    while len(layer):
+        first, count = bounds[layer], bounds[layer + 1] - bounds[layer]
+        total = int(count.sum())
+        if not total:
+            break
+        at = np.repeat(first - np.cumsum(count) + count, count) + np.arange(total)
+        found = preds[at]
+        layer = np.unique(found[~live[found]])
+        live[layer] = True
+    return live
+
+
 def compact(dfa: Dfa, keep: np.ndarray) -> Dfa:
     """Only the kept states, renumbered in order (a dropped target becomes -1)."""
+    return Dfa(_kept(dfa.trans, keep), dfa.accept[keep].copy())
+
+
+def _kept(trans: np.ndarray, keep: np.ndarray) -> np.ndarray:
     order = np.flatnonzero(keep)
-    remap = np.full(dfa.num_states + 1, -1, dtype=np.int32)
+    remap = np.full(len(trans) + 1, -1, dtype=np.int32)
     remap[order] = np.arange(len(order), dtype=np.int32)
-    return Dfa(np.ascontiguousarray(remap[dfa.trans[order]]), dfa.accept[order].copy())
+    return np.ascontiguousarray(remap[trans[order]])
 
 
 def length_range(text: Dfa) -> tuple[int, int | None]:

@@ -15,13 +15,14 @@ from gateway.structured.grammar import Dfa
 from gateway.structured.json_cache import shared
 from gateway.structured.json_keywords import UnsupportedSchema
 from gateway.structured.json_strings import string_literal_nfa
+from gateway.structured.json_text import one_spelling
 from gateway.structured.regex import Nfa, UnsupportedRegex, chars, concat, literal, repeat, to_dfa, union
 
 
 @shared
 def key_dfa(key: str) -> Dfa:
     """Every JSON encoding of this key, quotes included."""
-    if _one_spelling(key):
+    if one_spelling(key):
         return _trie([b'"' + key.encode() + b'"'])
     return small_dfa(concat(literal('"'), string_literal_nfa(key), literal('"')), "properties")
 
@@ -43,7 +44,7 @@ def value_dfa(values: list, max_ws: int) -> Dfa:
 @shared
 def _value_dfa(values_json: str, max_ws: int) -> Dfa:
     values = json.loads(values_json)
-    if all(v is None or isinstance(v, (bool, int, float)) or (isinstance(v, str) and _one_spelling(v)) for v in values):
+    if all(v is None or isinstance(v, (bool, int, float)) or (isinstance(v, str) and one_spelling(v)) for v in values):
         return _trie([json.dumps(v).encode() for v in values])
     ws = repeat(chars(((0x09, 0x0A), (0x0D, 0x0D), (0x20, 0x20))), 0, max_ws)
     return small_dfa(union(*(_value_nfa(v, ws) for v in values)), "enum")
@@ -65,11 +66,6 @@ def _value_nfa(v, ws: Nfa) -> Nfa:
     items = [concat(ws, literal('"'), string_literal_nfa(k), literal('"'), ws, literal(":"), ws, _value_nfa(x, ws), ws)
              for k, x in v.items()] or [ws]
     return concat(literal("{"), *_joined(items), literal("}"))
-
-
-def _one_spelling(text: str) -> bool:
-    """A string JSON writes in one way only: printable ASCII that needs no escape (nor allows \\/)."""
-    return all(" " <= c <= "~" and c not in '"\\/' for c in text)
 
 
 def _trie(texts: list[bytes]) -> Dfa:
