@@ -11,6 +11,7 @@ freed, its lock dropped and its row returned, whether it finished, was aborted o
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 import torch
@@ -82,10 +83,12 @@ class Scheduler:
             budget -= ext
         admitting = budget > 0 and len(self.prefilling) + len(self.running) < self.max_running \
             and self.req_pool.available > 0
+        held = 0                                       # places kept for requests waiting on a sibling's prefill
         for r in self._admission_order() if admitting else ():   # ordering matches prefixes: not for nothing
-            if budget <= 0 or len(self.prefilling) + len(self.running) >= self.max_running:
+            if budget <= 0 or len(self.prefilling) + len(self.running) + held >= self.max_running:
                 break
             if self._prefilled_by_another(r):
+                held += 1
                 continue
             ext = self._admit(r, budget)
             if ext == 0:
@@ -96,10 +99,22 @@ class Scheduler:
         return batch
 
     def _admission_order(self) -> list[Req]:
-        ready = [r for r in self.waiting if r.after is None or r.after.prefilled][:128]
-        if self.cache.enabled and len(ready) > 1:
-            hit = {id(r): self.cache.match_prefix(r.namespace, r.tokens[:-1]).length for r in ready}
-            ready.sort(key=lambda r: (self.step_no - r.arrival <= self.max_wait_steps, -hit[id(r)], r.arrival))
+        """Aged requests first, then the longest cached prefix, then the largest family of waiting
+        requests opening with the same SHARED_PROBE tokens, a family kept together (its first member
+        prefills the prefix the rest then find cached, and a decode batch of whole families reads
+        each shared prefix once per family), then arrival."""
+        ready = [r for r in self.waiting if r.after is None or r.after.prefilled]
+        if not self.cache.enabled or len(ready) < 2:
+            return ready[:128]
+        family = Counter((r.namespace, tuple(r.prompt_ids[:SHARED_PROBE])) for r in ready)
+
+        def kin(r: Req) -> tuple:
+            key = (r.namespace, tuple(r.prompt_ids[:SHARED_PROBE]))
+            return -family[key], key
+        aged = {id(r): self.step_no - r.arrival > self.max_wait_steps for r in ready}
+        ready = sorted(ready, key=lambda r: (not aged[id(r)], kin(r), r.arrival))[:128]
+        hit = {id(r): self.cache.match_prefix(r.namespace, r.tokens[:-1]).length for r in ready}
+        ready.sort(key=lambda r: (not aged[id(r)], -hit[id(r)], kin(r), r.arrival))
         return ready
 
     def _prefilled_by_another(self, r: Req) -> bool:

@@ -283,3 +283,25 @@ def test_requests_sharing_an_uncached_prefix_compute_it_once(qwen3):
     alone = make_engine(qwen3, radix=False)
     assert [r["tokens"] for r in run_all(alone, reqs("a"))] == [r["tokens"] for r in shared]
     alone.shutdown()
+
+
+def test_families_sharing_a_prefix_are_admitted_together(qwen3):
+    """Shuffled requests of 4 families (4 each, a 64-token opening per family) through 8 places: each
+    full decode batch holds 2 whole families, so each shared prefix is read once per family."""
+    rng = random.Random(3)
+    openings = [[rng.randrange(50, 1000) for _ in range(64)] for _ in range(4)]
+    reqs = [GenerateRequest(f"f{f}-{i}", SamplingParams(max_tokens=6, **GREEDY),
+                            prompt_token_ids=openings[f] + [1000 + 10 * f + i] * 3) for f in range(4) for i in range(4)]
+    rng.shuffle(reqs)
+    engine = make_engine(qwen3, max_running=8)
+    forward, batches = engine.runner.forward, []
+
+    def recording(batch, *window):
+        if not batch.is_prefill and len(batch.reqs) == 8:
+            batches.append({r.prompt_ids[0] for r in batch.reqs})
+        return forward(batch, *window)
+    engine.runner.forward = recording
+    run_all(engine, reqs)
+    assert batches and all(len(families) == 2 for families in batches), batches
+    assert_no_leak(engine)
+    engine.shutdown()
