@@ -22,6 +22,7 @@ import threading
 
 import numpy as np
 
+from gateway.structured.flat_grammar import FlatGrammar, address
 from gateway.structured.grammar import Grammar
 from gateway.structured.walk_native import compiled
 
@@ -216,35 +217,6 @@ def native() -> ctypes.CDLL | None:
             dll.follow.argtypes = [_PTR, _PTR, _PTR, _I64, _PTR, _I64, _PTR]
         _dll.append(dll)
     return _dll[0]
-
-
-def address(a: np.ndarray) -> int:
-    return a.__array_interface__["data"][0]
-
-
-class FlatGrammar:
-    """A grammar's rules as the C follow reads them: per rule its table's address and first state,
-    per state its flags and calls. Built at a grammar's first mask, in a few numpy calls."""
-
-    def __init__(self, grammar: Grammar):
-        rules = grammar.rules
-        self.tables = [np.ascontiguousarray(r.dfa.trans, np.int32) for r in rules]    # kept: C reads them
-        sizes = np.array([len(t) for t in self.tables], np.int64)
-        self.base = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-        self.trans = np.array([address(t) for t in self.tables], np.int64)
-        self.flags = np.concatenate([r.dfa.accept for r in rules]).astype(np.uint8)
-        states, callee, ret = [], [], []
-        for i, r in enumerate(rules):
-            b = int(self.base[i])
-            for state, targets in r.calls.items():
-                for c, t in targets:
-                    states.append(b + state), callee.append(c), ret.append(t)
-        states = np.array(states, np.int64)
-        order = np.argsort(states, kind="stable")
-        self.call_rule = np.array(callee, np.int32)[order]
-        self.call_ret = np.array(ret, np.int32)[order]
-        self.call_off = np.searchsorted(states[order], np.arange(len(self.flags) + 1)).astype(np.int32)
-        self.flags[states] |= 2
 
 
 class Buffers:

@@ -28,7 +28,8 @@ from gateway.structured.difference_walk import corrected, differences
 from gateway.structured.follow_native import LEAVE, READ, ROOT, Follower
 from gateway.structured.follow_native import native as follow_native
 from gateway.structured.grammar import Grammar, Rule
-from gateway.structured.matcher import MAX_DEPTH, Config, Matcher
+from gateway.structured.masks_by_walks import compute_by_walks
+from gateway.structured.matcher import MAX_DEPTH, Matcher
 from gateway.structured.token_walk import (
     AFTER_FIRST_BYTE,
     ALL,
@@ -101,7 +102,7 @@ class MaskComputer:
         compiler, walk by walk (_compute_by_walks)."""
         follower = self._follower_of(matcher)
         if follower is None:
-            return self._compute_by_walks(matcher)
+            return compute_by_walks(self, matcher)
         words = np.zeros(self.num_words, np.uint32)
         small: list[np.ndarray] = []
         memo = self._leaves_of(matcher)[1]
@@ -134,40 +135,7 @@ class MaskComputer:
         return words.view(np.int32)
 
     def _compute_by_walks(self, matcher: Matcher) -> np.ndarray:
-        """The mask walk by walk in Python: every tails set left at an exit point is walked (cached
-        by content) from each stack that goes on there. The reference of _compute's C follow."""
-        words = np.zeros(self.num_words, np.uint32)
-        small: list[np.ndarray] = []
-        leaves, memo, _ = self._leaves_of(matcher)
-        rules = matcher.grammar.rules
-        seen: set[tuple[Config, bytes]] = set()
-        todo: list[tuple[Config, Tails]] = [(c, ALL) for c in matcher.configs]
-        while todo:
-            config, tails = todo.pop()
-            if (config, tails.key) in seen:
-                continue
-            seen.add((config, tails.key))
-            rule, state = config[-1]
-            w = memo.get((rule, state, tails.key))
-            if w is None:
-                if len(memo) > self.max_walks:
-                    memo.clear()
-                w = memo[(rule, state, tails.key)] = self._walk(rules[rule], state, tails)
-            if w.words is not None:
-                np.bitwise_or(words, w.words, out=words)
-            elif len(w.consumed):
-                small.append(w.consumed)
-            for exit_state, rest in w.exits:
-                key = (config, exit_state)
-                after = leaves.get(key)
-                if after is None:
-                    after = leaves[key] = matcher.leaving(config, exit_state)
-                todo.extend((c, rest) for c in after)
-        if small:
-            or_ids(words, np.concatenate(small))
-        if matcher.accepting:
-            np.bitwise_or(words, self._eos, out=words)
-        return words.view(np.int32)
+        return compute_by_walks(self, matcher)
 
     def _top_walk(self, rule: Rule, state: int) -> Walk | int:
         """A stack's top walk from every token: the cached walk where there is one, a new one where
