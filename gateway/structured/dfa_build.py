@@ -171,6 +171,8 @@ def chars(ranges: CodePoints) -> Nfa:
     """Any one code point of the set, as its UTF-8 bytes. Chains share their tails (built from the
     final backwards, one state per distinct (byte range, next state)), so "two continuation bytes
     to go" is one state however many lead bytes reach it, and the DFA comes out nearly minimal."""
+    if ranges and max(hi for _, hi in ranges) < 0x80:     # ASCII: a move per range (the chains cut
+        return Nfa(2, tuple((0, lo, hi, 1) for lo, hi in ranges if lo <= hi), ())   # it at multiples of 64)
     chains = [seq for lo, hi in ranges for seq in utf8_sequences(lo, hi)]
     if not chains:
         return NOTHING

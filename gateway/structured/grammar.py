@@ -86,19 +86,18 @@ class Grammar:
 
     def check(self) -> None:
         checked: set[int] = set()             # a table shared by rules (an object layout) once
+        count = len(self.rules)
         for rule in self.rules:
             if id(rule.dfa) not in checked:
                 checked.add(id(rule.dfa))
                 rule.dfa.check()
-            if not rule.calls:
-                continue
-            n = rule.dfa.num_states
-            assert min(rule.calls) >= 0 and max(rule.calls) < n, (rule.name, sorted(rule.calls))
-            targets = [t for ts in rule.calls.values() for t in ts]
-            if targets:
-                callees, rets = zip(*targets)
-                assert min(callees) >= 0 and max(callees) < len(self.rules), (rule.name, callees)
-                assert min(rets) >= 0 and max(rets) < n, (rule.name, rets)
+            calls = rule.calls
+            if calls:
+                n = rule.dfa.trans.shape[0]
+                assert 0 <= min(calls) and max(calls) < n, (rule.name, sorted(calls))
+                for targets in calls.values():           # plain loops: an object has thousands
+                    for callee, ret in targets:
+                        assert 0 <= callee < count and 0 <= ret < n, (rule.name, callee, ret)
 
     @classmethod
     def of(cls, dfa: Dfa, name: str = "root") -> "Grammar":

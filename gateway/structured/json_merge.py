@@ -24,10 +24,12 @@ UPPER = {"maxLength", "maxItems", "maxProperties", "maximum", "exclusiveMaximum"
 
 def merge(schemas: Schemas, a: dict, b: dict) -> dict | None:
     """One dict meaning a and b (None: nothing satisfies both); refuses what it cannot merge."""
+    whole_a, whole_b = a, b
     a = {k: v for k, v in a.items() if k in CONSTRAINING}
     b = {k: v for k, v in b.items() if k in CONSTRAINING}
-    if not a or not b:
-        return schemas.intern(a or b)
+    if not a or not b:                  # one side as it is: interned as given when nothing was left out
+        given, kept = (whole_a, a) if a else (whole_b, b)
+        return schemas.intern(given if len(given) == len(kept) else kept)
     out = {}
     for k in [*a, *(k for k in b if k not in a)]:
         if k in SPECIAL:
