@@ -1,14 +1,15 @@
-"""The HTTP/1.1 protocol radixgate is served with: uvicorn's httptools protocol, except that a response's
-head leaves in one write with the first part of its body.
+"""The HTTP/1.1 protocol radixgate is served with: uvicorn's httptools protocol, except that what a request
+writes within one turn of the event loop leaves in one write.
 
-uvicorn writes a response's head at `http.response.start` and its body at `http.response.body`: two
-send calls, two loopback segments, and on the client often two wake-ups for one small JSON answer or
-for a stream's first event. Here the head is held back and written with the next write of the same
-request, if that comes before the event loop's next turn (a whole answer's body, a stream's first
-events: radixgate sends both right after the start), else on that next turn by itself; so a head is
-never held longer than one turn of the loop, whatever the app. On the proxy's hot path
-(loadtest/proxy_bench.py) one write instead of two took about 26 us of CPU and 0.05 ms of p50 latency
-off each proxied request (interleaved A/B on the loaded 2-core reference machine).
+uvicorn writes a response's head at `http.response.start` and each body part at its `http.response.body`:
+a small JSON answer is two send calls and two loopback segments, and a stream whose events are all at
+hand (an upstream's short answer arrives in one read) is one segment per event, each waking the client.
+Here a request's writes are gathered until the write that ends its answer (the body's last byte of a
+Content-Length, the last chunk of a chunked one, a HEAD answer's head), which sends them all, or else
+until the loop's next turn: a stream's events still leave as they come, never held past one turn. Only
+a Content-Length head waits longer: for its body's first part (radixgate sends it at once). On
+the proxy's hot path (loadtest/proxy_bench.py) one write instead of two took about 26 us of CPU and
+0.05 ms of p50 latency off each proxied plain request (interleaved A/B on the loaded 2-core machine).
 
     uvicorn.run(app, http=server_protocol())      # falls back to uvicorn's choice without httptools
 """
@@ -22,31 +23,51 @@ except ImportError:                         # pragma: no cover - httptools is a 
     HttpToolsProtocol = None
 
 CONTINUE = b"HTTP/1.1 100 "                 # an interim answer goes out as it is
+LAST_CHUNK = b"0\r\n\r\n"
 
 
-class HeldHead:
-    """One request cycle's transport: its first write (the response head) is held until the next write
-    or the loop's next turn, whichever comes first, and closing writes it out first."""
-    __slots__ = ("head", "loop", "started", "transport")
+class Gathered:
+    """One request cycle's transport: writes gathered as the module says. `cycle` is uvicorn's
+    RequestResponseCycle, which sets its framing (and counts down a Content-Length) before each write."""
+    __slots__ = ("cycle", "headed", "loop", "parts", "scheduled", "transport")
 
-    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
-        self.transport, self.loop = transport, loop
-        self.head: bytes | None = None
-        self.started = False                # the head was written or is held
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop, cycle) -> None:
+        self.transport, self.loop, self.cycle = transport, loop, cycle
+        self.parts: list[bytes] = []
+        self.headed = False                 # the response head was written (or is gathered)
+        self.scheduled = False              # a flush at the loop's next turn is due
 
     def write(self, data: bytes) -> None:
-        if self.head is not None:
-            data, self.head = self.head + data, None
-        elif not self.started and not data.startswith(CONTINUE):
-            self.started, self.head = True, data
-            self.loop.call_soon(self.flush)
+        head, self.headed = not self.headed, True
+        if head and data.startswith(CONTINUE):
+            self.headed = False
+            self.transport.write(data)
             return
-        self.transport.write(data)
+        self.parts.append(data)
+        if self.ends_answer(data):
+            self.flush()
+        elif head and not self.cycle.chunked_encoding:
+            pass                            # a Content-Length head waits for its body's first part
+        elif not self.scheduled:
+            self.scheduled = True
+            self.loop.call_soon(self.flush)
+
+    def ends_answer(self, data: bytes) -> bool:
+        cycle = self.cycle
+        if cycle.scope["method"] == "HEAD":
+            return True
+        if cycle.chunked_encoding:
+            return data.endswith(LAST_CHUNK)     # (a chunk that merely ends so only flushes early)
+        return cycle.expected_content_length == 0
 
     def flush(self) -> None:
-        head, self.head = self.head, None
-        if head is not None and not self.transport.is_closing():
-            self.transport.write(head)
+        self.scheduled = False
+        parts = self.parts
+        if parts:
+            data = parts[0] if len(parts) == 1 else b"".join(parts)
+            parts.clear()
+            if data and not self.transport.is_closing():
+                self.transport.write(data)
 
     def close(self) -> None:
         self.flush()
@@ -62,7 +83,7 @@ if HttpToolsProtocol is not None:
             super().on_headers_complete()
             cycle = self.cycle              # made just now (its task has not run yet), unless an upgrade
             if cycle is not None and cycle.transport is self.transport:
-                cycle.transport = HeldHead(self.transport, self.loop)
+                cycle.transport = Gathered(self.transport, self.loop, cycle)
 else:                                       # pragma: no cover
     GatewayHttpProtocol = None
 

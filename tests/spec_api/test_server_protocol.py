@@ -1,7 +1,7 @@
-"""gateway/api/server_protocol.py: a response's head leaves with the first part of its body (one write for a
-whole answer, one for a stream's head and first event), never later than the loop's next turn, and every
-answer is framed as uvicorn frames it: streams, HEAD, bodiless statuses, 100-continue, keep-alive,
-Connection: close, an app that fails before or after starting its answer, an app slow to send its body."""
+"""gateway/api/server_protocol.py: what a request writes within one turn of the loop leaves in one write (a
+whole answer; a stream's events at hand), nothing is held past the loop's next turn (a stream's later
+events, a body sent late), and every answer is framed as uvicorn frames it: streams, HEAD, bodiless
+statuses, 100-continue, keep-alive, Connection: close, an app that fails before or after its head."""
 from __future__ import annotations
 
 import asyncio
@@ -38,10 +38,26 @@ async def app(scope, receive, send):
         for k in range(3):
             await send({"type": "http.response.body", "body": b"data: %d\n\n" % k, "more_body": True})
         await send({"type": "http.response.body", "body": b""})
+    elif path == "/slow-stream":                # events a while apart, the last with the end
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
+        for k in range(3):
+            await send({"type": "http.response.body", "body": b"data: %d\n\n" % k, "more_body": True})
+            if k < 2:
+                await asyncio.sleep(0.01)
+        await send({"type": "http.response.body", "body": b""})
     elif path == "/late":                       # the body a while after the head
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"5")]})
         await asyncio.sleep(0.01)
         await send({"type": "http.response.body", "body": b"late!"})
+    elif path == "/late-stream":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await asyncio.sleep(0.01)
+        await send({"type": "http.response.body", "body": b"late!"})
+    elif path == "/parts-apart":                # a Content-Length body in two parts a while apart
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"6")]})
+        await send({"type": "http.response.body", "body": b"abc", "more_body": True})
+        await asyncio.sleep(0.01)
+        await send({"type": "http.response.body", "body": b"def"})
     elif path == "/empty":
         await send({"type": "http.response.start", "status": 204, "headers": []})
         await send({"type": "http.response.body", "body": b""})
@@ -144,17 +160,30 @@ def test_a_whole_answer_is_one_write_per_request_on_a_kept_alive_connection():
         assert body == b'{"echo": %d}' % k
 
 
-def test_a_stream_head_goes_with_its_first_event_then_each_chunk_as_it_comes():
+def test_a_stream_whose_events_are_at_hand_is_one_write():
     writes = writes_for(post("/stream"))
+    assert len(writes) == 1
+    head, _, body = writes[0].partition(b"\r\n\r\n")
+    assert b"transfer-encoding: chunked" in head.lower()
+    assert body == b"".join(b"9\r\ndata: %d\n\n\r\n" % k for k in range(3)) + b"0\r\n\r\n"
+
+
+def test_a_stream_whose_events_come_apart_writes_each_as_it_comes():
+    writes = writes_for(post("/slow-stream"))
     head, _, first = writes[0].partition(b"\r\n\r\n")
     assert b"transfer-encoding: chunked" in head.lower() and first == b"9\r\ndata: 0\n\n\r\n"
-    assert writes[1:] == [b"9\r\ndata: %d\n\n\r\n" % k for k in (1, 2)] + [b"0\r\n\r\n"]
+    assert writes[1:] == [b"9\r\ndata: 1\n\n\r\n", b"9\r\ndata: 2\n\n\r\n0\r\n\r\n"]
 
 
-def test_a_head_whose_body_is_late_goes_out_by_itself_at_once():
-    writes = writes_for(post("/late"))
-    assert writes[0].startswith(b"HTTP/1.1 200 OK") and writes[0].endswith(b"\r\n\r\n")
-    assert writes[1:] == [b"late!"]
+def test_a_content_length_head_waits_for_its_late_body_and_a_chunked_one_does_not():
+    assert writes_for(post("/late"))[0].endswith(b"\r\n\r\nlate!")
+    writes = writes_for(post("/late-stream"))
+    assert writes[0].endswith(b"\r\n\r\n") and writes[1:] == [b"5\r\nlate!\r\n0\r\n\r\n"]
+
+
+def test_a_content_length_body_in_parts_apart_leaves_each_part_as_it_comes():
+    writes = writes_for(post("/parts-apart"))
+    assert writes[0].endswith(b"\r\n\r\nabc") and writes[1:] == [b"def"]
 
 
 def test_a_head_answer_is_written_though_no_body_follows():
