@@ -23,6 +23,10 @@ MIN_SPLIT = 256     # fewest prefix keys worth a split of their own
 # Splits per prefix. Fixed, so a launch's compiled variant does not change with the batch: 4 splits of
 # a group of 16 sequences make 4 x kv heads programs of 64 query rows each.
 MAX_SPLITS = 4
+# Group tiles of a captured batch of n sequences: n // TILE_SHARE. Every padding tile is a program per
+# kv head and split that loads its length and exits, so n // 2 (the most groups of two) cost more in
+# empty programs than the rare batch of many small groups gains; groups past the tiles decode plainly.
+TILE_SHARE = 8
 
 
 @dataclass(slots=True)
@@ -53,9 +57,13 @@ class SharedPrefixes:
         for buffer, values in zip((self.starts, self.members, self.lengths), rows):
             buffer.copy_(values, non_blocking=True)
 
+    @staticmethod
+    def tiles_for(batch: int) -> int:
+        return max(1, batch // TILE_SHARE)
+
     def view(self, batch: int) -> "SharedPrefixes":
-        """The first `batch` rows and batch // 2 tiles: a smaller captured batch's share of the buffers."""
-        tiles = max(1, batch // 2)
+        """The first `batch` rows and `tiles_for(batch)` tiles: a smaller captured batch's share."""
+        tiles = self.tiles_for(batch)
         return SharedPrefixes(self.starts[:batch], self.members[:tiles], self.lengths[:tiles],
                               self.prefix_splits[:batch], self.per_group)
 
@@ -64,11 +72,17 @@ def _host_rows(batch: int, groups: list[tuple[list[int], int]], per_group: int, 
                device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(starts, members, lengths) on the host, pinned for a CUDA device (so the copies are queued: the
     device may be busy). A group larger than a tile is cut into near-equal tiles, so every tile of a
-    group of two or more holds two or more: batch // 2 tiles always suffice."""
+    group of two or more holds two or more. With `tiles` fixed, the largest groups take them; rows of
+    groups left over read their prefix as rows in no group do."""
     starts, members, lengths = [0] * batch, [], []
-    for rows, length in groups:
+    room = tiles
+    for rows, length in sorted(groups, key=lambda g: -len(g[0])) if tiles is not None else groups:
         assert length > 0 and len(rows) >= 2
         parts = -(-len(rows) // per_group)
+        if room is not None:
+            if parts > room:
+                continue
+            room -= parts
         for i in range(parts):
             part = rows[i * len(rows) // parts:(i + 1) * len(rows) // parts]
             members.append(part + [-1] * (per_group - len(part)))

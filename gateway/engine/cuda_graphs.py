@@ -63,7 +63,7 @@ class DecodeGraphs:
             from kernels.shared_prefix import SharedPrefixes       # triton: only with a backend that has it
             cfg = model.config
             self.shared = SharedPrefixes.build(n, [], cfg.num_heads // cfg.num_kv_heads, self.logits.dtype, dev,
-                                               tiles=max(1, n // 2))      # as many as `view(n)` takes
+                                               tiles=SharedPrefixes.tiles_for(n))      # as `view(n)` takes
             for bs, meta in self.metas.items():
                 meta.shared_prefixes = self.shared.view(bs)
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}

@@ -15,7 +15,8 @@ from tests.kernels.slots import ON_GPU, assert_close, kv_layer, query, slot_tabl
 KV_HEADS = 8 if ON_GPU else 2
 
 
-def run(device, gen, dtype, prefixes: list[tuple[int, list[int]]], lone: list[int], group: int, dim: int):
+def run(device, gen, dtype, prefixes: list[tuple[int, list[int]]], lone: list[int], group: int, dim: int,
+        tiles: int | None = None):
     """prefixes: (shared length, each member's own suffix length); lone: lengths of rows in no group."""
     lens = [p + s for p, suffixes in prefixes for s in suffixes] + lone
     num_slots = sum(lens) + 500
@@ -30,7 +31,7 @@ def run(device, gen, dtype, prefixes: list[tuple[int, list[int]]], lone: list[in
     table = table.to(device)
     seq_lens = torch.tensor(lens, dtype=torch.int32, device=device)
     q = query(len(lens), group * KV_HEADS, KV_HEADS, dim, dtype, device, gen)
-    shared = SharedPrefixes.build(len(lens), groups, group, dtype, torch.device(device))
+    shared = SharedPrefixes.build(len(lens), groups, group, dtype, torch.device(device), tiles=tiles)
     out = decode_attention(q, k, v, table, seq_lens, dim ** -0.5, shared=shared)
     return out, decode_attention_ref(q, k, v, table, seq_lens, dim ** -0.5)
 
@@ -46,4 +47,12 @@ def test_equals_attention_over_every_key(device, gen, dtype, dim, group):
 
 def test_a_batch_without_groups_is_plain_decode(device, gen):
     out, ref = run(device, gen, torch.bfloat16, [], lone=[7, 300], group=4, dim=64)
+    assert_close(out, ref)
+
+
+def test_groups_past_the_tiles_decode_plainly(device, gen):
+    """A captured batch has a fixed number of group tiles: the largest group takes the one tile, the
+    smaller groups' rows read their own prefix, and every output still equals the reference."""
+    prefixes = [(260, [2, 4]), (300, [1, 5, 9]), (120, [3, 3])]
+    out, ref = run(device, gen, torch.bfloat16, prefixes, lone=[40], group=4, dim=64, tiles=1)
     assert_close(out, ref)
