@@ -255,18 +255,21 @@ class Follower:
         self.grammar = FlatGrammar(grammar)
         self.trie = flat_trie
         self.max_depth = max_depth
-        self._ctx: tuple | None = None           # (buffers, Ctx) of the last call
+        self._ctx: dict = {}                     # thread id -> (buffers, Ctx) of its last call
 
     def _ctx_for(self, buf: Buffers) -> Ctx:
-        if self._ctx is None or self._ctx[0] is not buf:
+        """The call's context over the thread's buffers (each thread fills its own: a Ctx is
+        written at every call)."""
+        found = self._ctx.get(threading.get_ident())
+        if found is None or found[0] is not buf:
             g, t = self.grammar, self.trie
             ctx = Ctx(*(address(a) for a in (g.trans, g.base, g.flags, g.call_off, g.call_rule, g.call_ret,
-                                             t.nodes, t.ids, t.ids, *buf.f, buf.frames, buf.seen, buf.stack,
+                                             t.nodes, t.ids, t.ids, *buf.f, buf.frames, buf.seen, buf.stack,  # words: per call
                                              buf.closure)),
                       len(buf.f[0]), len(buf.frames) - 1, len(buf.seen) - 1, len(buf.stack), len(buf.closure),
                       self.max_depth, 0, 0, 0, 0, 0)
-            self._ctx = (buf, ctx)
-        return self._ctx[1]
+            found = self._ctx[threading.get_ident()] = (buf, ctx)
+        return found[1]
 
     def follow(self, words: np.ndarray, configs: list, seeds: list[int]) -> None:
         """OR into words (uint32, in place) every token the seeds' nodes read on to the end of."""

@@ -4,6 +4,7 @@ that overflow and grow."""
 from __future__ import annotations
 
 import json
+import threading
 
 import numpy as np
 import pytest
@@ -68,3 +69,29 @@ def test_recursion_past_max_depth(table, monkeypatch):
     assert refused < len(text)                    # the limit bites inside this text
     assert follow_equals_walks(table, schema, value | {"kids": []}) > 10
     np.testing.assert_array_equal(masks._compute(matcher), masks._compute_by_walks(matcher))
+
+
+def test_threads_sharing_a_grammar(table):
+    """Two threads computing masks of one grammar at once (each with its own buffers) get the masks
+    one thread gets."""
+    schema, value = CASES[0]
+    grammar, masks = compile_json_schema(schema), MaskComputer(table)
+    data, matchers = json.dumps(value).encode(), []
+    matcher = Matcher(grammar)
+    for i in range(len(data)):
+        matchers.append(matcher.copy())
+        assert matcher.advance(data[i:i + 1])
+    want = [masks._compute_by_walks(m) for m in matchers]
+    got: dict[int, list] = {0: [], 1: []}
+
+    def run(k: int) -> None:
+        got[k] = [masks._compute(m) for m in matchers[k::2] * 3]
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for k in (0, 1):
+        for m, w in zip(got[k], want[k::2] * 3):
+            np.testing.assert_array_equal(m, w)
