@@ -34,6 +34,7 @@ class Schemas:
         self._interned: dict[object, dict] = {}
         self._alternatives: dict[int, list[dict]] = {}
         self._busy: set[int] = set()
+        self._merged: dict[tuple[int, int], tuple[dict, dict, dict | None]] = {}
         self.empty = self.intern({})
         id_key = "$id" if self.draft >= 6 else "id"
         root_id = root.get(id_key) if isinstance(root, dict) else None
@@ -87,10 +88,18 @@ class Schemas:
             conjuncts.append([a for branch in branches for a in branch])
         result = [self.empty]
         for options in conjuncts:
-            result = [m for a in result for b in options if (m := merge(self, a, b)) is not None]
+            result = [m for a in result for b in options if (m := self._merge(a, b)) is not None]
             if len(result) > MAX_ALTERNATIVES:
                 raise UnsupportedSchema("anyOf", f"more than {MAX_ALTERNATIVES} alternatives after expansion")
         return result
+
+    def _merge(self, a: dict, b: dict) -> dict | None:
+        """merge(a, b), once per pair (nodes that share definitions merge the same pairs again);
+        the pair is held, so its ids stay theirs."""
+        found = self._merged.get((id(a), id(b)))
+        if found is None:
+            found = self._merged[id(a), id(b)] = (a, b, merge(self, a, b))
+        return found[2]
 
     def _draft_normal(self, node: dict) -> dict:
         if "$ref" in node and self.draft <= 7:

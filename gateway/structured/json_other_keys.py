@@ -57,24 +57,18 @@ def other_keys_member(declared: tuple[str, ...], value_rule: int, escape_rule: i
 def _trie(keys: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The keys' trie, nodes numbered as others_than numbers them: its edges (node, byte, child)
     and, per node, whether a key ends there."""
-    children: list[dict[int, int]] = [{}]
-    src, byte, dst = [], [], []
-    ends = [False]
-    for key in keys:
+    child: dict[int, int] = {}                # node << 8 | byte -> child
+    ends = [0] * len(keys)
+    for i, key in enumerate(keys):
         node = 0
         for b in key.encode():
-            child = children[node].get(b)
-            if child is None:
-                child = children[node][b] = len(children)
-                children.append({})
-                ends.append(False)
-                src.append(node)
-                byte.append(b)
-                dst.append(child)
-            node = child
-        ends[node] = True
-    return (np.array(src, dtype=np.intp), np.array(byte, dtype=np.intp), np.array(dst, dtype=np.intp),
-            np.array(ends, dtype=np.bool_))
+            edge = node << 8 | b
+            node = child.get(edge, 0) or child.setdefault(edge, len(child) + 1)
+        ends[i] = node
+    edges = np.fromiter(child, dtype=np.intp, count=len(child))
+    ended = np.zeros(len(child) + 1, dtype=np.bool_)
+    ended[ends] = True
+    return edges >> 8, edges & 0xFF, np.fromiter(child.values(), dtype=np.intp, count=len(child)), ended
 
 
 @lru_cache(maxsize=1)
