@@ -76,11 +76,11 @@ def differences(trie: TokenTrie, trans: np.ndarray, q: int, g: int, limit: int):
     if dll is None:
         return None
     flat, trans = trie.flat, np.ascontiguousarray(trans, np.int32)
-    out = [np.empty(limit, np.int32) for _ in range(3)]
-    stack = np.empty(3 * (limit + 1), np.int32)
-    n = dll.differ(trans.ctypes.data, q, g, flat.nodes.ctypes.data, limit, *(a.ctypes.data for a in out),
-                   stack.ctypes.data, limit + 1)
-    return None if n < 0 else tuple(a[:n] for a in out)
+    buf = np.empty(6 * limit + 3, np.int32)               # three outputs, then the stack
+    at = buf.__array_interface__["data"][0]
+    n = dll.differ(trans.__array_interface__["data"][0], q, g, flat.nodes.__array_interface__["data"][0], limit,
+                   at, at + 4 * limit, at + 8 * limit, at + 12 * limit, limit + 1)
+    return None if n < 0 else (buf[:n], buf[limit:limit + n], buf[2 * limit:2 * limit + n])
 
 
 def corrected(trie: TokenTrie, num_words: int, exits: np.ndarray, reference: Walk, found) -> Walk:
@@ -91,9 +91,9 @@ def corrected(trie: TokenTrie, num_words: int, exits: np.ndarray, reference: Wal
     flat = trie.flat
     level_off = flat.level_off.tolist()
     clear, put, cuts, changed, added = [], [], [], set(), {}
-    for n, q in zip(found[0].tolist(), found[1].tolist()):
+    rows = flat.nodes[found[0]]
+    for n, q, lo, ends in zip(found[0].tolist(), found[1].tolist(), rows["tok"].tolist(), rows["ends"].tolist()):
         d = bisect_right(level_off, n) - 1
-        lo, ends = int(flat.nodes["tok"][n]), int(flat.nodes["ends"][n])
         changed.add(n)
         clear.append(trie.ids[lo:lo + ends])
         if q < 0:
