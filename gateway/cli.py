@@ -46,7 +46,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                                cuda_graphs=args.cuda_graphs, mem_fraction=args.mem_fraction,
                                drain_timeout=args.drain_timeout, radix_cache=args.radix_cache,
                                jump_forward=args.jump_forward, random_weights=args.random_weights,
-                               decode_steps=args.decode_steps, upstreams_config=args.upstreams_config,
+                               decode_steps=args.decode_steps, access_log=args.access_log,
+                               upstreams_config=args.upstreams_config,
                                upstreams=tuple(args.upstream) if args.upstream else None,
                                upstream_models=tuple(args.upstream_model) if args.upstream_model else None,
                                upstream_api_key_env=args.upstream_key_env, upstream_timeout=args.upstream_timeout,
@@ -73,7 +74,7 @@ def serve_app(app, cfg: ServeConfig) -> int:
         # uvicorn handles the signal while serving and re-raises it once done; this takes the re-raise.
         signal.signal(sig, lambda number, frame: stopped.append(number))
     uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="info", timeout_graceful_shutdown=cfg.drain_timeout,
-                http=server_protocol())
+                http=server_protocol(), access_log=cfg.access_log)
     if stopped:
         log.info("drained and stopped on signal %d", stopped[0])
     return 0
@@ -142,6 +143,8 @@ def parser() -> argparse.ArgumentParser:
                    help="run decode steps eagerly instead of replaying CUDA graphs")
     s.add_argument("--mem-fraction", type=float,
                    help="share of GPU memory for weights + KV cache; sizes the KV cache instead of --kv-slots")
+    s.add_argument("--access-log", action="store_const", const=True,
+                   help="log a line per request (off by default: it costs ~0.15 ms a request; /metrics counts them)")
     s.add_argument("--drain-timeout", type=float,
                    help="on SIGTERM, seconds requests in flight may take to finish (default 300)")
     s.add_argument("--no-radix-cache", dest="radix_cache", action="store_const", const=False,

@@ -34,6 +34,7 @@ class ServeConfig:
     cuda_graphs: bool = True              # replay decode steps from CUDA graphs (CUDA + Triton attention)
     mem_fraction: float = 0.0             # > 0: weights + KV cache take this share of GPU memory (not kv_slots)
     drain_timeout: float = 300.0          # on SIGTERM, seconds requests in flight may take to finish
+    access_log: bool = False              # a log line per request (uvicorn's): ~0.15 ms each; /metrics counts them
     radix_cache: bool = True              # false: no prefix reuse across requests (the ablation baseline)
     jump_forward: bool = True             # false: constrained decoding samples every forced token too
     random_weights: bool = False          # draw weights on the device instead of reading them (benchmarks)

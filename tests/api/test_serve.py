@@ -87,6 +87,7 @@ def test_sigterm_drains_every_stream_then_exits_0(tmp_path):
     assert proc.wait(timeout=60) == 0
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{base}/health", timeout=2)
+    assert "POST /v1/chat/completions" not in proc.stdout.read(), "no access log line unless --access-log"
 
 
 def test_health_and_models_name_the_demo(server):
