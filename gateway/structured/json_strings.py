@@ -23,7 +23,7 @@ from gateway.structured.grammar import Dfa, shift_into
 from gateway.structured.json_cache import shared
 from gateway.structured.regex import Nfa, chars, concat, literal, to_dfa, union
 from gateway.structured.regex_parse import CodePoints, normalize
-from gateway.structured.json_text import COUNT_DIGESTS, OTHERS_DIGESTS, _count_digest, count_dfa
+from gateway.structured.json_text import COUNT_DIGESTS, OTHERS_DIGESTS, _count_digest, count_dfa, count_table
 
 SHORT_ESCAPES = {0x22: "\"", 0x5C: "\\", 0x2F: "/", 0x08: "b", 0x0C: "f", 0x0A: "n", 0x0D: "r", 0x09: "t"}
 RAW_FORBIDDEN = [*range(0x20), 0x22, 0x5C]
@@ -93,8 +93,13 @@ def _lifted_count(text: Dfa, lo: int, hi: int | None) -> tuple[Dfa, dict[int, li
     when unbounded); with hi given, the top count takes only the closing quote."""
     n, top = text.num_states, lo if hi is None else hi
     final, escapes = n + 1, top if hi is not None else top + 1
-    trans = np.full((n + 2 + escapes, 256), -1, dtype=np.int32)
-    _raw_body(trans[1:n + 1], text.trans)
+    trans = np.empty((n + 2 + escapes, 256), dtype=np.int32)
+    trans[0] = -1
+    trans[n + 1:] = -1
+    body = _lifted_count_body()
+    cut = 8 * top if n <= len(body) else 0     # below the top count, count_dfa's rows are the table's
+    trans[1:cut + 1] = body[:cut]
+    _raw_body(trans[cut + 1:n + 1], text.trans[cut:])
     trans[0, ord('"')] = 1
     c = np.arange(top + 1)
     trans[1 + 8 * c[lo:], ord('"')] = final
@@ -106,6 +111,16 @@ def _lifted_count(text: Dfa, lo: int, hi: int | None) -> tuple[Dfa, dict[int, li
     dfa = Dfa(trans, accept, ((0, lo, hi),) if top or hi is None else ())   # as _count_bounds finds
     dfa._digest = _count_digest(b"lifted count_dfa", lo, hi)
     return dfa, escaped
+
+
+@shared
+def _lifted_count_body() -> np.ndarray:
+    """The lifted body of the table every count_dfa is cut from (json_text._count_table; made and
+    pinned with the building blocks), so a counted string's body is one copy of its rows."""
+    table = count_table()
+    body = np.empty_like(table)
+    _raw_body(body, table)
+    return body
 
 
 def _lifted_others(text: Dfa, m: int) -> tuple[Dfa, dict[int, list[tuple[CodePoints, int]]]]:

@@ -343,7 +343,7 @@ def count_dfa(lo: int, hi: int | None) -> Dfa:
     the name); equal automata built otherwise only miss sharing with it."""
     if lo > MAX_COUNT + 1 or (hi is not None and hi > MAX_COUNT + 1):
         return _count_table(lo, hi)
-    table = _count_table(MAX_COUNT + 2, None).trans
+    table = count_table()
     top = lo if hi is None else hi
     if hi is None:
         trans = table[:8 * (top + 1)].copy()
@@ -358,6 +358,11 @@ def count_dfa(lo: int, hi: int | None) -> Dfa:
     dfa._digest = _count_digest(b"count_dfa", lo, hi)
     COUNT_DIGESTS[dfa._digest] = (lo, hi)
     return dfa
+
+
+def count_table() -> np.ndarray:
+    """The table of every count up to MAX_COUNT + 2, unbounded, that count automata are cut from."""
+    return _count_table(MAX_COUNT + 2, None).trans
 
 
 def _count_digest(kind: bytes, lo: int, hi: int | None) -> bytes:
