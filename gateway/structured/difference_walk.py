@@ -53,6 +53,18 @@ int64_t differ(const int32_t *trans, int32_t q, int32_t g, const Node *nodes, in
     }
     return n;
 }
+
+/* The reference's bitmask words put right at the nodes found: the sorted tokens lo[i]..hi[i] are
+   set where states[i] is alive (the node's own tokens) and cleared where it is dead (its subtree's). */
+void put_right(uint32_t *words, const int64_t *ids, const int64_t *lo, const int64_t *hi,
+               const int32_t *states, int64_t n) {
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t k = lo[i]; k < hi[i]; k++) {
+            int64_t id = ids[k];
+            if (states[i] >= 0) words[id >> 5] |= 1u << (id & 31);
+            else words[id >> 5] &= ~(1u << (id & 31));
+        }
+}
 """
 
 _dll: list = []
@@ -60,11 +72,13 @@ _dll: list = []
 
 def native():
     if not _dll:
-        dll = None if os.environ.get("RADIXGATE_NUMPY_WALK") else compiled(SOURCE, "differ")
+        dll = None if os.environ.get("RADIXGATE_NUMPY_WALK") else compiled(SOURCE, "difference_walk")
         if dll is not None:
             p, i32, i64 = ctypes.c_void_p, ctypes.c_int32, ctypes.c_int64
             dll.differ.restype = i64
             dll.differ.argtypes = [p, i32, i32, p, i64, p, p, p, p, i64]
+            dll.put_right.restype = None
+            dll.put_right.argtypes = [p, p, p, p, p, i64]
         _dll.append(dll)
     return _dll[0]
 
@@ -87,55 +101,64 @@ def corrected(trie: TokenTrie, num_words: int, exits: np.ndarray, reference: Wal
     """The reference walk with the differing nodes `found` (differences) put right: their tokens and
     exit hits are the state's, and where the state's run dies (a cut) the subtree below is dropped.
     Exit tails that nothing touches stay the reference's own objects. The nodes found are few (a
-    declared key's next bytes), so this is plain Python but for the bitmask."""
+    declared key's next bytes): the bitmask is put right in C, the exit tails in Python."""
     flat = trie.flat
     level_off = flat.level_off.tolist()
-    clear, put, cuts, changed, added = [], [], [], set(), {}
-    rows = flat.nodes[found[0]]
-    for n, q, lo, ends in zip(found[0].tolist(), found[1].tolist(), rows["tok"].tolist(), rows["ends"].tolist()):
+    nodes, states = found[0], np.ascontiguousarray(found[1], np.int32)
+    rows = flat.nodes[nodes]
+    lo = rows["tok"].astype(np.int64)
+    hi = lo + rows["ends"]
+    live = states >= 0
+    cuts, added = [], {}
+    for i in np.flatnonzero(~live).tolist():         # a dead run drops the node's whole subtree
+        n = int(nodes[i])
         d = bisect_right(level_off, n) - 1
-        changed.add(n)
-        clear.append(trie.ids[lo:lo + ends])
-        if q < 0:
-            hi = int(trie.levels[d].hi[n - level_off[d]])
-            clear.append(trie.ids[lo:hi])
-            cuts.append((lo, hi, d))
-        else:
-            put.append(trie.ids[lo:lo + ends])
-            if exits[q]:
-                added.setdefault(q, []).append((d, n - level_off[d]))
-    words = reference.words.copy() if reference.words is not None else pack_ids(reference.consumed, num_words)
-    drop = np.zeros(num_words, np.uint32)
-    or_ids(drop, np.concatenate(clear))
-    words &= ~drop
-    if put:
-        or_ids(words, np.concatenate(put))
+        hi[i] = trie.levels[d].hi[n - level_off[d]]
+        cuts.append((int(lo[i]), int(hi[i]), d))
+    if reference.words is None:                # the same tokens as words: made once per reference
+        reference.words = pack_ids(reference.consumed, num_words)
+    words = reference.words.copy()
+    address = lambda a: a.__array_interface__["data"][0]
+    native().put_right(address(words), flat.arrays[2], address(lo), address(hi), address(states), len(nodes))
+    exiting = live & exits[np.maximum(states, 0)]
+    for n, q in zip(nodes[exiting].tolist(), states[exiting].tolist()):
+        d = bisect_right(level_off, n) - 1
+        added.setdefault(q, []).append((d, n - level_off[d]))
+    changed = set(nodes.tolist())
     out = []
     for i, (state, tails) in enumerate(reference.exits):
         toks, hits, at = _hits(trie, reference)[i]
         gone = []
-        for lo, hi, dc in cuts:
-            gone += [hits[j][:2] for j in range(bisect_left(toks, lo), bisect_left(toks, hi)) if hits[j][0] > dc]
-        if not changed.isdisjoint(at):
-            gone += [(d, node) for d, node, glob in hits if glob in changed]
+        for a, b, dc in cuts:
+            gone += [hits[j][:2] for j in range(bisect_left(toks, a), bisect_left(toks, b)) if hits[j][0] > dc]
+        for glob in changed & at:
+            d = bisect_right(level_off, glob) - 1
+            gone.append((d, glob - level_off[d]))
         more = added.pop(state, [])
         if not gone and not more:
             out.append((state, tails))
             continue
-        roots = {d: nodes for d, nodes in tails.roots.items()}
-        for d, node in gone:
-            roots[d] = roots[d][roots[d] != node]
-        for d, node in more:
-            roots[d] = np.union1d(roots.get(d, np.zeros(0, np.int64)), [node])
+        roots = dict(tails.roots)
+        for d, drop in _by_depth(gone).items():           # hits of the reference: in its sorted roots
+            keep = np.ones(len(roots[d]), np.bool_)
+            keep[np.searchsorted(roots[d], drop)] = False
+            roots[d] = roots[d][keep]
+        for d, put in _by_depth(more).items():            # changed nodes: none left in the roots
+            roots[d] = np.sort(np.concatenate([roots[d], put])) if d in roots else np.sort(put)
         roots = {d: nodes for d, nodes in sorted(roots.items()) if len(nodes)}
         if roots:
             out.append((state, Tails(roots)))
     for state, more in added.items():
-        roots = {}
-        for d, node in more:
-            roots.setdefault(d, []).append(node)
-        out.append((state, Tails({d: np.array(sorted(n), np.int64) for d, n in sorted(roots.items())})))
+        out.append((state, Tails({d: np.sort(n) for d, n in sorted(_by_depth(more).items())})))
     return Walk(None, words, sorted(out, key=lambda x: x[0]))
+
+
+def _by_depth(pairs: list[tuple[int, int]]) -> dict[int, np.ndarray]:
+    """(depth, node) pairs as depth -> int64 nodes."""
+    out: dict[int, list[int]] = {}
+    for d, node in pairs:
+        out.setdefault(d, []).append(node)
+    return {d: np.array(nodes, np.int64) for d, nodes in out.items()}
 
 
 def _hits(trie: TokenTrie, walk: Walk) -> list[tuple[list[int], list[tuple[int, int, int]], set[int]]]:
