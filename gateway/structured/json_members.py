@@ -81,10 +81,22 @@ def _element_made(w: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _frame(after_key: int, w: int, plain: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """A member's table and acceptance but for the key's states (left empty; a plain key's
-    opening quote and the moves after its closing quote filled in), a copy of one made once per
-    layout (the few numpy calls that make one cost more than the copy)."""
-    trans, accept = _frame_made(after_key, w, plain)
-    return trans.copy(), accept.copy()
+    opening quote and the moves after its closing quote filled in): the frame of the shortest key
+    (after_key w + 2) made once per w, its whitespace before the key copied and its rows from the
+    key's last state on shifted to this key's (one numpy pass each; making a frame per key length
+    took a dozen small numpy calls; equal to it, tests/structured/test_compile_paths.py)."""
+    shortest = w + 2
+    if after_key < shortest:
+        trans, accept = _frame_made(after_key, w, plain)
+        return trans.copy(), accept.copy()
+    base, _ = _frame_made(shortest, w, plain)
+    trans = np.empty((after_key + 3 * w + 2, 256), dtype=np.int32)
+    trans[:w + 1] = base[:w + 1]
+    trans[w + 1:after_key - 1] = -1
+    shift_into(trans[after_key - 1:], base[w + 1:], after_key - shortest)
+    accept = np.zeros(len(trans), dtype=np.bool_)
+    accept[after_key + 2 * w + 1:] = True
+    return trans, accept
 
 
 @lru_cache(maxsize=1024)

@@ -301,3 +301,12 @@ def test_live_states_found_by_layers_as_one_by_one():
         assert np.array_equal(can_accept(dfa.trans, dfa.accept), searched_live(dfa))
     for dfa in (count_dfa(2, 40), pattern_text("^[a-z]+@x$"), string_text("[a-zA-Z0-9_.-]+", None, 3, 255)):
         assert np.array_equal(can_accept(dfa.trans, dfa.accept), searched_live(dfa))
+
+
+@pytest.mark.parametrize("max_ws", [0, 1, 2, 3])
+def test_member_frames_shifted_from_the_shortest_equal_their_making(max_ws):
+    from gateway.structured.json_members import _frame, _frame_made
+    for plain in (False, True):
+        for after_key in range(max_ws + 2, max_ws + 40):
+            made, shifted = _frame_made(after_key, max_ws, plain), _frame(after_key, max_ws, plain)
+            assert all(np.array_equal(x, y) and x.dtype == y.dtype for x, y in zip(made, shifted)), after_key
