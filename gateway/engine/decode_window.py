@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 import torch
 
+from gateway.engine.outputs import Outputs
 from gateway.engine.request import Req
 from gateway.engine.runner import ModelRunner
 from gateway.engine.sampler import Sampler, SamplingRow
@@ -30,9 +31,8 @@ from gateway.engine.scheduler import Batch
 def runs_ahead(r: Req) -> bool:
     """Whether r's next tokens can be drawn without the host seeing each one first."""
     p = r.params
-    return (r.matcher is None and r.tool_stream is None and not r.stops.stops and not p.logprobs
-            and not p.top_logprobs and p.repetition_penalty == 1.0 and not p.presence_penalty
-            and not p.frequency_penalty)
+    return (Outputs.deferrable(r) and r.matcher is None and not p.logprobs and not p.top_logprobs
+            and p.repetition_penalty == 1.0 and not p.presence_penalty and not p.frequency_penalty)
 
 
 def launch_window(runner: ModelRunner, sampler: Sampler, batch: Batch, rows: list[SamplingRow],

@@ -106,10 +106,11 @@ class Scheduler:
         ready = [r for r in self.waiting if r.after is None or r.after.prefilled]
         if not self.cache.enabled or len(ready) < 2:
             return ready[:128]
-        family = Counter((r.namespace, tuple(r.prompt_ids[:SHARED_PROBE])) for r in ready)
+        opening = {id(r): (r.namespace, tuple(r.prompt_ids[:SHARED_PROBE])) for r in ready}
+        family = Counter(opening.values())
 
         def kin(r: Req) -> tuple:
-            key = (r.namespace, tuple(r.prompt_ids[:SHARED_PROBE]))
+            key = opening[id(r)]
             return -family[key], key
         aged = {id(r): self.step_no - r.arrival > self.max_wait_steps for r in ready}
         ready = sorted(ready, key=lambda r: (not aged[id(r)], kin(r), r.arrival))[:128]
