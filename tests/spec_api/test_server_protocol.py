@@ -1,10 +1,15 @@
-"""gateway/api/server_protocol.py: what a request writes within one turn of the loop leaves in one write (a
-whole answer; a stream's events at hand), nothing is held past the loop's next turn (a stream's later
-events, a body sent late), and every answer is framed as uvicorn frames it: streams, HEAD, bodiless
-statuses, 100-continue, keep-alive, Connection: close, an app that fails before or after its head."""
+"""gateway/api/server_protocol.py and server_cycle.py: what a request writes within one turn of the loop
+leaves in one write (a whole answer; a stream's events at hand), nothing is held past the loop's next
+turn (a stream's later events, a body sent late), and every answer is framed as uvicorn frames it:
+streams, HEAD, bodiless statuses, 100-continue, keep-alive, Connection: close, an app that fails before
+or after its head. And what uvicorn's protocol guaranteed besides: pipelined requests answered in
+order, chunked request bodies, reading paused while a large body waits, sends held while the transport
+is full, idle connections closed after the keep-alive timeout, a malformed request a 400, a hang-up a
+`http.disconnect`, a graceful shutdown."""
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import threading
 import time
@@ -58,6 +63,14 @@ async def app(scope, receive, send):
         await send({"type": "http.response.body", "body": b"abc", "more_body": True})
         await asyncio.sleep(0.01)
         await send({"type": "http.response.body", "body": b"def"})
+    elif path == "/echo-all":                   # reads the whole body, however it arrives
+        while message.get("more_body", False):
+            message = await receive()
+            body += message.get("body", b"")
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"%d" % len(body))]})
+        await send({"type": "http.response.body", "body": body})
+    elif path == "/hang-up":                    # the next receive after the body: the hang-up
+        heard.append((await receive())["type"])
     elif path == "/empty":
         await send({"type": "http.response.start", "status": 204, "headers": []})
         await send({"type": "http.response.body", "body": b""})
@@ -66,6 +79,9 @@ async def app(scope, receive, send):
     elif path == "/fails-after":
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"10")]})
         raise RuntimeError("a bug after the head")
+
+
+heard: list[str] = []
 
 
 @pytest.fixture(scope="module")
@@ -113,6 +129,7 @@ class Transport:
     def __init__(self):
         self.writes: list[bytes] = []
         self.closed = False
+        self.reading: list[bool] = []           # pause_reading (False) and resume_reading (True), in order
 
     def write(self, data: bytes) -> None:
         self.writes.append(bytes(data))
@@ -127,20 +144,30 @@ class Transport:
         self.closed = True
 
     def pause_reading(self) -> None:
-        pass
+        self.reading.append(False)
 
     def resume_reading(self) -> None:
-        pass
+        self.reading.append(True)
+
+
+def connected(transport: Transport, **config) -> GatewayHttpProtocol:
+    cfg = uvicorn.Config(app, log_level="critical", lifespan="off", **config)
+    cfg.load()
+    protocol = GatewayHttpProtocol(config=cfg, server_state=uvicorn.server.ServerState(), app_state={})
+    protocol.connection_made(transport)
+    return protocol
+
+
+async def turns(n: int = 20) -> None:
+    for _ in range(n):
+        await asyncio.sleep(0)
 
 
 def writes_for(*requests: bytes) -> list[bytes]:
     """The protocol's writes for `requests` sent one after another on one connection."""
     async def main():
-        config = uvicorn.Config(app, log_level="critical", lifespan="off")
-        config.load()
-        protocol = GatewayHttpProtocol(config=config, server_state=uvicorn.server.ServerState(), app_state={})
         transport = Transport()
-        protocol.connection_made(transport)
+        protocol = connected(transport)
         for request in requests:
             protocol.data_received(request)
             for _ in range(20):
@@ -243,3 +270,112 @@ def test_an_app_failing_before_its_answer_gives_a_500_and_after_its_head_a_close
     assert data.startswith(b"HTTP/1.1 500") and data.endswith(b"Internal Server Error")
     data = b"".join(exchange(server, post("/fails-after")))          # read to the close, as uvicorn does it
     assert data.startswith(b"HTTP/1.1 200 OK") and data.endswith(b"\r\n\r\n")
+
+
+def answers(data: bytes) -> list[bytes]:
+    """The bodies of Content-Length answers written back to back."""
+    out = []
+    while data:
+        head, _, rest = data.partition(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        out.append(rest[:length])
+        data = rest[length:]
+    return out
+
+
+def test_pipelined_requests_are_answered_in_order(server):
+    requests = post("/late", b"") + post("/whole", b"xy") + post("/echo-all", b"abc")
+    data = b"".join(exchange(server, requests, until=b"abc"))
+    assert answers(data) == [b"late!", b'{"echo": 2}', b"abc"]
+
+
+def test_a_chunked_request_body_in_segments_is_received_whole(server):
+    with socket.create_connection(("127.0.0.1", server), timeout=5) as s:
+        s.sendall(b"POST /echo-all HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n")
+        time.sleep(0.05)
+        s.sendall(b"2\r\nde\r\n0\r\n\r\n")
+        data = b""
+        while not data.endswith(b"abcde"):
+            data += s.recv(65536)
+        assert data.startswith(b"HTTP/1.1 200 OK") and b"content-length: 5" in data.lower()
+
+
+def test_a_malformed_request_is_a_400_with_an_openai_error_and_a_close(server):
+    data = b"".join(exchange(server, b"NOT HTTP AT ALL\r\n\r\n"))
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400") and b"connection: close" in head.lower()
+    assert json.loads(body)["error"]["type"] == "invalid_request_error"
+
+
+def test_reading_pauses_while_a_large_body_waits_and_resumes_when_it_is_received():
+    async def main():
+        transport = Transport()
+        protocol = connected(transport)
+        head = b"POST /echo-all HTTP/1.1\r\nHost: t\r\nContent-Length: 200000\r\n\r\n"
+        protocol.parser.feed_data(head + b"a" * 40000)   # fed within one turn: the app has not run yet
+        protocol.parser.feed_data(b"b" * 40000)
+        assert transport.reading == [False]
+        await turns()
+        assert transport.reading[-1] is True             # the app took the body: reading goes on
+        protocol.data_received(b"c" * 120000)
+        await turns()
+        assert answers(b"".join(transport.writes)) == [b"a" * 40000 + b"b" * 40000 + b"c" * 120000]
+    asyncio.run(main())
+
+
+def test_a_send_waits_while_the_transport_is_full():
+    async def main():
+        transport = Transport()
+        protocol = connected(transport)
+        protocol.pause_writing()
+        protocol.data_received(post("/whole", b"x"))
+        await turns()
+        assert transport.writes == []
+        protocol.resume_writing()
+        await turns()
+        assert answers(b"".join(transport.writes)) == [b'{"echo": 1}']
+    asyncio.run(main())
+
+
+def test_an_idle_connection_is_closed_after_the_keep_alive_timeout_and_a_busy_one_is_not():
+    async def main():
+        transport = Transport()
+        protocol = connected(transport, timeout_keep_alive=0.1)
+        protocol.data_received(post("/late", b""))       # answered after 0.01 s, then idle
+        await asyncio.sleep(0.08)
+        assert not transport.closed
+        protocol.data_received(post("/whole", b""))      # used again: the idle spell starts over
+        await asyncio.sleep(0.08)
+        assert not transport.closed
+        await asyncio.sleep(0.1)
+        assert transport.closed
+    asyncio.run(main())
+
+
+def test_a_hang_up_is_heard_by_a_waiting_receive():
+    async def main():
+        transport = Transport()
+        protocol = connected(transport)
+        heard.clear()
+        protocol.data_received(post("/hang-up"))
+        await turns()
+        assert heard == []
+        protocol.connection_lost(None)
+        await turns()
+        assert heard == ["http.disconnect"]
+    asyncio.run(main())
+
+
+def test_shutdown_closes_an_idle_connection_at_once_and_a_busy_one_after_its_answer():
+    async def main():
+        idle, busy = Transport(), Transport()
+        connected(idle).shutdown()
+        assert idle.closed
+        protocol = connected(busy)
+        protocol.data_received(post("/late", b""))
+        await turns()
+        protocol.shutdown()
+        assert not busy.closed
+        await asyncio.sleep(0.05)
+        assert busy.closed and answers(b"".join(busy.writes)) == [b"late!"]
+    asyncio.run(main())
