@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import os
-from bisect import bisect_left, bisect_right
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -54,16 +54,42 @@ int64_t differ(const int32_t *trans, int32_t q, int32_t g, const Node *nodes, in
     return n;
 }
 
-/* The reference's bitmask words put right at the nodes found: the sorted tokens lo[i]..hi[i] are
-   set where states[i] is alive (the node's own tokens) and cleared where it is dead (its subtree's). */
-void put_right(uint32_t *words, const int64_t *ids, const int64_t *lo, const int64_t *hi,
-               const int32_t *states, int64_t n) {
-    for (int64_t i = 0; i < n; i++)
-        for (int64_t k = lo[i]; k < hi[i]; k++) {
-            int64_t id = ids[k];
-            if (states[i] >= 0) words[id >> 5] |= 1u << (id & 31);
-            else words[id >> 5] &= ~(1u << (id & 31));
+static int64_t lower(const int32_t *a, int64_t n, int32_t x) {
+    int64_t lo = 0, hi = n;
+    while (lo < hi) { int64_t m = (lo + hi) / 2; if (a[m] < x) lo = m + 1; else hi = m; }
+    return lo;
+}
+
+/* The reference walk put right at the n nodes found (global node, the state's state there, -1:
+   dead). Words: a live node's own tokens are set, a dead node's whole subtree's cleared. Exit hits
+   of the reference (sorted by first token, then depth): those at a found node, and those inside a
+   dead node's subtree, get removed[k] = 1. A live node at an exit state is a new hit, written as
+   state << 32 | node to added. Returns how many were added. */
+int64_t correct(uint32_t *words, const int64_t *ids, const Node *nodes, const int32_t *node_hi,
+                const int64_t *level_off, int64_t n_levels, const int32_t *found, const int32_t *states,
+                int64_t n, const uint8_t *exits, const int32_t *h_tok, const int32_t *h_glob,
+                const int32_t *h_depth, int64_t n_hits, uint8_t *removed, int64_t *added) {
+    int64_t n_added = 0;
+    for (int64_t k = 0; k < n_hits; k++) removed[k] = 0;
+    for (int64_t i = 0; i < n; i++) {
+        int32_t node = found[i], q = states[i];
+        int64_t lo = nodes[node].tok, hi, d = 0;
+        while (d + 1 < n_levels && level_off[d + 1] <= node) d++;
+        int64_t k = lower(h_tok, n_hits, (int32_t)lo);
+        for (int64_t j = k; j < n_hits && h_tok[j] == lo; j++)
+            if (h_glob[j] == node) removed[j] = 1;
+        if (q >= 0) {
+            hi = lo + nodes[node].ends;
+            for (int64_t t = lo; t < hi; t++) words[ids[t] >> 5] |= 1u << (ids[t] & 31);
+            if (exits[q]) added[n_added++] = ((int64_t)q << 32) | (uint32_t)node;
+        } else {
+            hi = node_hi[node];
+            for (int64_t t = lo; t < hi; t++) words[ids[t] >> 5] &= ~(1u << (ids[t] & 31));
+            for (int64_t j = k; j < n_hits && h_tok[j] < hi; j++)
+                if (h_depth[j] > d) removed[j] = 1;
         }
+    }
+    return n_added;
 }
 """
 
@@ -77,8 +103,8 @@ def native():
             p, i32, i64 = ctypes.c_void_p, ctypes.c_int32, ctypes.c_int64
             dll.differ.restype = i64
             dll.differ.argtypes = [p, i32, i32, p, i64, p, p, p, p, i64]
-            dll.put_right.restype = None
-            dll.put_right.argtypes = [p, p, p, p, p, i64]
+            dll.correct.restype = i64
+            dll.correct.argtypes = [p, p, p, p, p, i64, p, p, i64, p, p, p, p, i64, p, p]
         _dll.append(dll)
     return _dll[0]
 
@@ -94,84 +120,85 @@ def differences(trie: TokenTrie, trans: np.ndarray, q: int, g: int, limit: int):
     at = buf.__array_interface__["data"][0]
     n = dll.differ(trans.__array_interface__["data"][0], q, g, flat.nodes.__array_interface__["data"][0], limit,
                    at, at + 4 * limit, at + 8 * limit, at + 12 * limit, limit + 1)
-    return None if n < 0 else (buf[:n], buf[limit:limit + n], buf[2 * limit:2 * limit + n])
+    return None if n < 0 else (buf[:n], buf[limit:limit + n], buf[2 * limit:2 * limit + n], at, at + 4 * limit)
 
 
 def corrected(trie: TokenTrie, num_words: int, exits: np.ndarray, reference: Walk, found) -> Walk:
     """The reference walk with the differing nodes `found` (differences) put right: their tokens and
     exit hits are the state's, and where the state's run dies (a cut) the subtree below is dropped.
-    Exit tails that nothing touches stay the reference's own objects. The nodes found are few (a
-    declared key's next bytes): the bitmask is put right in C, the exit tails in Python."""
-    flat = trie.flat
-    level_off = flat.level_off.tolist()
-    nodes, states = found[0], np.ascontiguousarray(found[1], np.int32)
-    rows = flat.nodes[nodes]
-    lo = rows["tok"].astype(np.int64)
-    hi = lo + rows["ends"]
-    live = states >= 0
-    cuts, added = [], {}
-    for i in np.flatnonzero(~live).tolist():         # a dead run drops the node's whole subtree
-        n = int(nodes[i])
-        d = bisect_right(level_off, n) - 1
-        hi[i] = trie.levels[d].hi[n - level_off[d]]
-        cuts.append((int(lo[i]), int(hi[i]), d))
+    Exit tails that nothing touches stay the reference's own objects. The words and the exit hits
+    to drop or add are worked out in one C pass (over the reference's hits indexed once: _indexed),
+    the touched tails rebuilt here."""
+    flat, index = trie.flat, _indexed(trie, reference)
+    nodes, states, nodes_at, states_at = found[0], found[1], found[3], found[4]
     if reference.words is None:                # the same tokens as words: made once per reference
         reference.words = pack_ids(reference.consumed, num_words)
     words = reference.words.copy()
-    address = lambda a: a.__array_interface__["data"][0]
-    native().put_right(address(words), flat.arrays[2], address(lo), address(hi), address(states), len(nodes))
-    exiting = live & exits[np.maximum(states, 0)]
-    for n, q in zip(nodes[exiting].tolist(), states[exiting].tolist()):
-        d = bisect_right(level_off, n) - 1
-        added.setdefault(q, []).append((d, n - level_off[d]))
-    changed = set(nodes.tolist())
+    removed = np.empty(len(index.glob), np.uint8)
+    added = np.empty(len(nodes), np.int64)
+    n = native().correct(_at(words), flat.arrays[2], flat.arrays[1], flat.node_hi_at, flat.arrays[0],
+                         len(flat.level_off) - 1, nodes_at, states_at, len(nodes), _at(exits), *index.addresses,
+                         len(index.glob), _at(removed), _at(added))
+    more: dict[int, np.ndarray] = {}
+    if n:
+        added = np.sort(added[:n])
+        state_of = (added >> 32).tolist()
+        cuts = [0, *(np.flatnonzero(np.diff(added >> 32)) + 1).tolist(), n]
+        for a, b in zip(cuts, cuts[1:]):
+            more[state_of[a]] = (added[a:b] & 0xFFFFFFFF).astype(np.int32)
+    gone = np.flatnonzero(removed)
+    touched = set(index.exit_of[gone].tolist()) if len(gone) else set()
     out = []
     for i, (state, tails) in enumerate(reference.exits):
-        toks, hits, at = _hits(trie, reference)[i]
-        gone = []
-        for a, b, dc in cuts:
-            gone += [hits[j][:2] for j in range(bisect_left(toks, a), bisect_left(toks, b)) if hits[j][0] > dc]
-        for glob in changed & at:
-            d = bisect_right(level_off, glob) - 1
-            gone.append((d, glob - level_off[d]))
-        more = added.pop(state, [])
-        if not gone and not more:
+        put = more.pop(state, None)
+        if i not in touched and put is None:
             out.append((state, tails))
             continue
-        roots = dict(tails.roots)
-        for d, drop in _by_depth(gone).items():           # hits of the reference: in its sorted roots
-            keep = np.ones(len(roots[d]), np.bool_)
-            keep[np.searchsorted(roots[d], drop)] = False
-            roots[d] = roots[d][keep]
-        for d, put in _by_depth(more).items():            # changed nodes: none left in the roots
-            roots[d] = np.sort(np.concatenate([roots[d], put])) if d in roots else np.sort(put)
-        roots = {d: nodes for d, nodes in sorted(roots.items()) if len(nodes)}
-        if roots:
-            out.append((state, Tails(roots)))
-    for state, more in added.items():
-        out.append((state, Tails({d: np.sort(n) for d, n in sorted(_by_depth(more).items())})))
+        at = index.positions[i]
+        kept = index.glob[at[removed[at] == 0]] if i in touched else index.glob[at]
+        glob = np.sort(kept if put is None else np.concatenate([kept, put]))
+        if len(glob):
+            out.append((state, Tails.of_global(flat, glob)))
+    out += [(state, Tails.of_global(flat, glob)) for state, glob in more.items()]
     return Walk(None, words, sorted(out, key=lambda x: x[0]))
 
 
-def _by_depth(pairs: list[tuple[int, int]]) -> dict[int, np.ndarray]:
-    """(depth, node) pairs as depth -> int64 nodes."""
-    out: dict[int, list[int]] = {}
-    for d, node in pairs:
-        out.setdefault(d, []).append(node)
-    return {d: np.array(nodes, np.int64) for d, nodes in out.items()}
+def _at(a: np.ndarray) -> int:
+    return a.__array_interface__["data"][0]
 
 
-def _hits(trie: TokenTrie, walk: Walk) -> list[tuple[list[int], list[tuple[int, int, int]], set[int]]]:
-    """Per exit of the walk, its hits sorted by the first sorted token under each node (a subtree's
-    hits are a run of them): those tokens, the hits as (depth, node, global node), and the set of
-    their global nodes; made once per walk (a reference serves every state of its rule)."""
+@dataclass(slots=True)
+class _Index:
+    """A reference walk's exit hits, indexed once: as int32 first tokens, global nodes and depths
+    sorted by (first token, depth) for the C pass (a subtree's hits are a run of them), the exit
+    each came from, and per exit its hits' positions."""
+    tok: np.ndarray
+    glob: np.ndarray
+    depth: np.ndarray
+    exit_of: np.ndarray
+    positions: list[np.ndarray]
+    addresses: list[int] = None
+
+    def __post_init__(self):
+        self.addresses = [_at(self.tok), _at(self.glob), _at(self.depth)]
+
+
+def _indexed(trie: TokenTrie, walk: Walk) -> _Index:
+    """The walk's hit index, made once per walk (a reference serves every state of its rule; copies of
+    a walk numbered another way share the list it is kept in: masks._by_form)."""
     if walk.hits is None:
-        flat, walk.hits = trie.flat, []
-        for _, tails in walk.exits:
-            hits = []
-            for d, nodes in tails.roots.items():
-                glob = flat.level_off[d] + nodes
-                hits += zip(flat.nodes["tok"][glob].tolist(), [d] * len(nodes), nodes.tolist(), glob.tolist())
-            hits.sort()
-            walk.hits.append(([h[0] for h in hits], [h[1:] for h in hits], {h[3] for h in hits}))
-    return walk.hits
+        walk.hits = []
+    if not walk.hits:
+        flat = trie.flat
+        parts = [tails.global_nodes(flat) for _, tails in walk.exits]
+        glob = np.concatenate(parts).astype(np.int32) if parts else np.zeros(0, np.int32)
+        exit_of = np.repeat(np.arange(len(parts)), [len(p) for p in parts]).astype(np.int32)
+        tok = flat.nodes["tok"][glob]
+        depth = (np.searchsorted(flat.level_off, glob, side="right") - 1).astype(np.int32)
+        order = np.lexsort((depth, tok))
+        where = np.empty(len(order), np.int64)
+        where[order] = np.arange(len(order))
+        bounds = np.cumsum([0, *map(len, parts)]).tolist()
+        walk.hits.append(_Index(np.ascontiguousarray(tok[order], np.int32), glob[order], depth[order],
+                                exit_of[order], [where[a:b] for a, b in zip(bounds, bounds[1:])]))
+    return walk.hits[0]

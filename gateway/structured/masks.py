@@ -161,8 +161,7 @@ class MaskComputer:
                 layout, offset, c = counted
                 found = counted_walk(self._annotated(tails), layout, offset, c, self.num_words)
             elif tails is ALL and int((trans[state] >= 0).sum()) > WIDE:
-                found = self._by_difference(rule, state) or first_byte_split(self.trie, self.num_words, trans, exits, state, lambda t, rest: (
-                    self._walk_form(rule, t, rest) if rest.key == AFTER_FIRST_BYTE else self._walk(rule, t, rest)))
+                found = self._by_difference(rule, state) or self._by_form(rule, state)
             else:
                 found = walk(self.trie, self.num_words, trans, exits, state, tails)
             self._store(key, found)
@@ -190,6 +189,29 @@ class MaskComputer:
         finally:
             self._referencing = False
         return corrected(self.trie, self.num_words, self._rule_key(rule)[1], reference, found)
+
+    def _by_form(self, rule: Rule, state: int) -> Walk:
+        """A wide state's walk from every token as the walk of its reachable form, where a rule
+        that goes on the same way from there made it (the building blocks' are pinned per tokenizer:
+        the string body of every object's other keys), else put together by first_byte_split and
+        kept under its form too."""
+        form = self._form(rule, state)
+        if form is not None:
+            w = self._cached((ALL.key, form[0]))
+            if w is not None:
+                old = form[3]
+                if w.hits is None:
+                    w.hits = []                    # filled once, by whichever copy a difference walk reads
+                return Walk(w.consumed, w.words, [(int(old[e]), rest) for e, rest in w.exits], w.by_first_byte, w.hits)
+        found = first_byte_split(self.trie, self.num_words, rule.dfa.trans, self._rule_key(rule)[1], state,
+                                 lambda t, rest: (self._walk_form(rule, t, rest) if rest.key == AFTER_FIRST_BYTE
+                                                  else self._walk(rule, t, rest)))
+        if form is not None:
+            new = {int(o): i for i, o in enumerate(form[3].tolist())}
+            found.hits = []
+            self._store((ALL.key, form[0]), Walk(found.consumed, found.words, [(new[e], rest) for e, rest in found.exits],
+                                                 found.by_first_byte, found.hits))
+        return found
 
     def _counted_at(self, rule: Rule, state: int) -> tuple[Layout, int, int] | None:
         """(layout, offset, count) when state is a body boundary of one of the rule's counted
@@ -226,10 +248,7 @@ class MaskComputer:
 
     def _walk_form(self, rule: Rule, state: int, tails: Tails) -> Walk:
         """The walk from a state's reachable form (token_walk.reachable_form), numbered back."""
-        found = self._forms.get((id(rule), state))
-        if found is None or found[0] is not rule:
-            found = self._forms[(id(rule), state)] = (rule, reachable_form(rule.dfa.trans, self._rule_key(rule)[1], state))
-        form = found[1]
+        form = self._form(rule, state)
         if form is None:
             return self._walk(rule, state, tails)
         content, trans, exits, old = form
@@ -238,6 +257,13 @@ class MaskComputer:
             w = walk(self.trie, self.num_words, trans, exits, 0, tails)
             self._store((tails.key, content), w)
         return Walk(w.consumed, w.words, [(int(old[e]), rest) for e, rest in w.exits], w.first_byte_index(self.trie))
+
+    def _form(self, rule: Rule, state: int) -> tuple | None:
+        """The state's reachable form (token_walk.reachable_form), made once per rule and state."""
+        found = self._forms.get((id(rule), state))
+        if found is None or found[0] is not rule:
+            found = self._forms[(id(rule), state)] = (rule, reachable_form(rule.dfa.trans, self._rule_key(rule)[1], state))
+        return found[1]
 
     def _cached(self, key: tuple) -> Walk | None:
         found = self._walks.get(key)

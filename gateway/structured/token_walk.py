@@ -17,32 +17,59 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gateway.structured import form_native
 from gateway.structured.token_trie import TokenTrie, runs
 from gateway.structured.walk_native import walk_native
 
 PACK_ABOVE = 512            # consumed sets larger than this are kept as bitmask words, ready to OR
 
 
-@dataclass(slots=True, eq=False)
 class Tails:
-    roots: dict[int, np.ndarray]             # depth -> sorted trie nodes at that depth
-    key: bytes = b""                         # content: equal tails from different walks share walks
-    flat: np.ndarray | None = None           # int32 global nodes (walk_native.FlatTrie), made once
+    """A set of trie nodes: depth -> sorted nodes at that depth (`roots`), with its content key
+    (equal tails from different walks share walks) and its global nodes (walk_native.FlatTrie), as
+    follow_native reads them. Made from either; the others are worked out when first asked for
+    (the C follow asks only for the global nodes)."""
+    __slots__ = ("_roots", "_key", "_flat", "_level_off")
+
+    def __init__(self, roots: dict[int, np.ndarray] | None = None, key: bytes = b"", flat: np.ndarray | None = None,
+                 level_off: np.ndarray | None = None):
+        self._roots, self._key, self._flat, self._level_off = roots, key, flat, level_off
+
+    @classmethod
+    def of_global(cls, flat, nodes: np.ndarray) -> "Tails":
+        """Sorted int32 global nodes of a FlatTrie as tails."""
+        return cls(None, b"", nodes, flat.level_off)
+
+    @property
+    def roots(self) -> dict[int, np.ndarray]:
+        if self._roots is None:
+            level_off, glob = self._level_off, self._flat
+            if not len(glob):
+                self._roots = {}
+                return self._roots
+            first, last = (np.searchsorted(level_off, glob[[0, -1]], side="right") - 1).tolist()
+            cuts = np.searchsorted(glob, level_off[first:last + 2]).tolist()
+            self._roots = {first + i: glob[a:b].astype(np.int64) - level_off[first + i]
+                           for i, (a, b) in enumerate(zip(cuts, cuts[1:])) if b > a}
+        return self._roots
+
+    @property
+    def key(self) -> bytes:
+        if not self._key:
+            h = hashlib.blake2b(digest_size=16)
+            roots = self.roots
+            for depth in sorted(roots):
+                h.update(depth.to_bytes(2, "little"))
+                h.update(roots[depth].tobytes())
+            self._key = h.digest()
+        return self._key
 
     def global_nodes(self, flat) -> np.ndarray:
         """The roots as global trie nodes, as follow_native reads them (kept: cached walks' tails
         are followed at many masks)."""
-        if self.flat is None:
-            self.flat = np.concatenate([flat.level_off[d] + nodes for d, nodes in self.roots.items()]).astype(np.int32)
-        return self.flat
-
-    def __post_init__(self):
-        if not self.key:
-            h = hashlib.blake2b(digest_size=16)
-            for depth in sorted(self.roots):
-                h.update(depth.to_bytes(2, "little"))
-                h.update(self.roots[depth].tobytes())
-            self.key = h.digest()
+        if self._flat is None:
+            self._flat = np.concatenate([flat.level_off[d] + nodes for d, nodes in self._roots.items()]).astype(np.int32)
+        return self._flat
 
 
 ALL = Tails({0: np.zeros(1, np.int64)}, key=b"all")       # every token, from its first byte
@@ -145,7 +172,27 @@ def reachable_form(trans: np.ndarray, exits: np.ndarray, state: int, limit: int 
     """The part of the automaton reachable from `state`, renumbered breadth-first from it:
     (content key, trans, exits, order: new state -> old), or None past `limit` states. Walks from
     equal forms are equal up to that renumbering, so rules that share a tail (every key string of
-    every object ends in the same way) share its walks."""
+    every object ends in the same way) share its walks. The search in C (form_native) where it
+    builds, else reachable_order."""
+    if form_native.native() is not None:
+        found = form_native.reach(trans, state, limit)
+        if found is None:
+            return None
+        old, renumber = found
+    else:
+        old = reachable_order(trans, state, limit)
+        if old is None:
+            return None
+        renumber = np.full(len(trans) + 1, -1, np.int32)          # renumber[-1] stays -1: no transition
+        renumber[old] = np.arange(len(old), dtype=np.int32)
+    form_trans, form_exits = renumber[trans[old]], exits[old]
+    key = hashlib.blake2b(form_trans.tobytes() + form_exits.tobytes(), digest_size=16).digest()
+    return key, form_trans, form_exits, old
+
+
+def reachable_order(trans: np.ndarray, state: int, limit: int) -> np.ndarray | None:
+    """The states reachable from `state` in breadth-first order (a row's targets in byte order),
+    or None past `limit`: the reference of form_native.reach."""
     order, index, i = [state], {state: 0}, 0
     while i < len(order):
         row = trans[order[i]]
@@ -158,12 +205,7 @@ def reachable_form(trans: np.ndarray, exits: np.ndarray, state: int, limit: int 
                 if len(order) > limit:
                     return None
         i += 1
-    old = np.array(order, np.int64)
-    renumber = np.full(len(trans) + 1, -1, np.int32)          # renumber[-1] stays -1: no transition
-    renumber[old] = np.arange(len(old), dtype=np.int32)
-    form_trans, form_exits = renumber[trans[old]], exits[old]
-    key = hashlib.blake2b(form_trans.tobytes() + form_exits.tobytes(), digest_size=16).digest()
-    return key, form_trans, form_exits, old
+    return np.array(order, np.int64)
 
 
 def after_first_byte(trie: TokenTrie) -> Tails:

@@ -141,6 +141,8 @@ class FlatTrie:
         self.nodes = np.zeros(int(self.level_off[-1]), NODE)
         self.nodes["child_lo"], self.nodes["child_hi"] = cat("child_lo") + below, cat("child_hi") + below
         self.nodes["tok"], self.nodes["ends"], self.nodes["byte"] = cat("lo"), cat("ends"), cat("byte")
+        self.node_hi = cat("hi").astype(np.int32)        # one past the last sorted token below each node
+        self.node_hi_at = self.node_hi.ctypes.data
         self.ids = np.ascontiguousarray(trie.ids, np.int64)
         self.depth = trie.depth
         self.num_nodes = int(self.level_off[-1])

@@ -68,3 +68,22 @@ def test_overlapping_roots_fall_back_or_agree(table):
     num_words = -(-table.vocab_size // 32)
     assert as_sets(walk(table.trie, num_words, rule.dfa.trans, exits, 1, tails)) == \
         as_sets(walk_reference(table.trie, num_words, rule.dfa.trans, exits, 1, tails))
+
+
+def test_native_reachable_form_equals_the_python_search():
+    """The C search numbers a state's reachable part as the Python one does, and gives up past the
+    same limit."""
+    from gateway.structured import form_native
+    from gateway.structured.token_walk import reachable_order
+    if form_native.native() is None:
+        pytest.skip("no C compiler")
+    for schema in [*SCHEMAS, {"type": "object", "properties": {"name": {}, "names": {"type": "integer"}}}]:
+        for rule in compile_json_schema(schema).rules:
+            for state in range(rule.dfa.num_states):
+                for limit in (3, 512):
+                    want = reachable_order(rule.dfa.trans, state, limit)
+                    got = form_native.reach(rule.dfa.trans, state, limit)
+                    assert (got is None) == (want is None), (rule.name, state, limit)
+                    if got is not None:
+                        assert got[0].tolist() == want.tolist()
+                        assert (got[1][:-1][want] == np.arange(len(want))).all() and (got[1] >= 0).sum() == len(want)
