@@ -67,14 +67,13 @@ class Dispatch:
         await answer(scope, receive, send)
 
 
-class Gateway:
-    """The app as served: the gateway middleware in front of Dispatch in front of Starlette."""
+class Gateway(GatewayMiddleware):
+    """The app as served: the gateway middleware in front of Dispatch in front of Starlette (`routes`)."""
 
-    def __init__(self, routes: Starlette, middleware: ASGIApp):
-        self.routes, self.middleware, self.state = routes, middleware, routes.state
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.middleware(scope, receive, send)
+    def __init__(self, routes: Starlette, handlers: dict[str, Handler], keys: KeyStore, limiter: RateLimiter,
+                 metrics: Metrics, max_body_bytes: int):
+        super().__init__(Dispatch(routes, handlers), keys, limiter, metrics, max_body_bytes)
+        self.routes, self.state = routes, routes.state
 
 
 def as_route(handler: Handler) -> Callable[[Request], Awaitable[Answer]]:
@@ -177,5 +176,4 @@ def create_app(backend: Backend, cfg: ServeConfig | None = None) -> Gateway:
     handlers = {ApiError: api_error_handler, 404: unknown_route, 405: method_not_allowed, Exception: internal_error}
     rest = Starlette(routes=routes, exception_handlers=handlers)
     rest.state.limiter, rest.state.metrics = limiter, metrics
-    return Gateway(rest, GatewayMiddleware(Dispatch(rest, generation), KeyStore.from_config(cfg), limiter, metrics,
-                                           cfg.max_body_bytes))
+    return Gateway(rest, generation, KeyStore.from_config(cfg), limiter, metrics, cfg.max_body_bytes)

@@ -39,6 +39,8 @@ def header(scope: Scope, name: bytes) -> str | None:
 class Exchange:
     """One request's receive and send as the app sees them: counts body bytes against the limit and
     remembers the response status and when the last body byte went out."""
+    __slots__ = ("_receive", "_send", "finished", "limit", "overflow", "received", "replaced", "scope", "started",
+                 "status")
 
     def __init__(self, scope: Scope, receive: Receive, send: Send, limit: int):
         self.scope, self._receive, self._send, self.limit = scope, receive, send, limit
@@ -109,12 +111,14 @@ class GatewayMiddleware:
         exchange = Exchange(scope, receive, send, self.max_body_bytes)
         try:
             try:
-                self.check(scope)
+                declared = self.check(scope)
             except ApiError as refusal:
                 await exchange.reply(refusal)
                 return
             try:
-                await self.app(scope, exchange.receive, exchange.send)
+                # A body declared within the limit cannot pass it (the parser reads exactly that many
+                # bytes): its messages need no counting.
+                await self.app(scope, exchange.receive if declared is None else receive, exchange.send)
             except ApiError as err:
                 if err is not exchange.overflow:
                     raise
@@ -123,8 +127,9 @@ class GatewayMiddleware:
             end = exchange.finished or time.perf_counter()
             self.metrics.observe_request(self.route_label(scope["path"]), exchange.status, end - start)
 
-    def check(self, scope: Scope) -> None:
-        """Raise the ApiError that refuses this request before its body is read, if any."""
+    def check(self, scope: Scope) -> int | None:
+        """Raise the ApiError that refuses this request before its body is read, if any; else the body's
+        declared length, if it declares one."""
         path: str = scope["path"]
         gated = path.startswith("/v1/")
         if gated:
@@ -134,7 +139,9 @@ class GatewayMiddleware:
             client = scope.get("client")
             state["rate_key"] = key if key != ANONYMOUS else f"addr:{client[0] if client else 'unknown'}"
         length = header(scope, b"content-length")
-        if length is not None and length.strip().isdigit() and int(length) > self.max_body_bytes:
+        declared = int(length) if length is not None and length.strip().isdigit() else None
+        if declared is not None and declared > self.max_body_bytes:
             raise too_large(self.max_body_bytes)
         if gated:
             self.limiter.admit(scope["state"]["rate_key"])
+        return declared

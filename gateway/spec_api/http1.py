@@ -38,18 +38,28 @@ class Unreachable(Exception):
 
 
 class Connection(asyncio.Protocol):
-    """One keep-alive connection; its bytes go to the exchange under way."""
+    """One keep-alive connection; its bytes go to the exchange under way.
+
+    One watchdog timer per connection aborts an exchange once nothing has arrived for `timeout` seconds:
+    arrivals and new exchanges only note the time, and the timer re-arms itself when it fires early
+    (or stops when it finds the connection idle), so neither a long stream nor a run of short calls
+    costs a timer each."""
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.exchange: Exchange | None = None
         self.closed = False                     # end of file or lost: never reused
+        self.loop = asyncio.get_running_loop()
+        self.timeout = 0.0
+        self.last = 0.0                         # when the exchange under way started or last heard
+        self.watchdog: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
         if self.exchange is not None:
+            self.last = self.loop.time()
             self.exchange.feed(data)
         else:                                   # bytes nobody asked for: the connection is out of step
             self.closed = True
@@ -63,21 +73,40 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self.watchdog is not None:
+            self.watchdog.cancel()
+            self.watchdog = None
         if self.exchange is not None:
             self.exchange.ended(exc)
 
+    def watch(self, timeout: float) -> None:
+        """An exchange starts now, with `timeout`."""
+        self.timeout, self.last = timeout, self.loop.time()
+        if self.watchdog is None:
+            self.watchdog = self.loop.call_at(self.last + timeout, self.check)
+
+    def check(self) -> None:
+        self.watchdog = None
+        exchange = self.exchange
+        if exchange is None:
+            return                              # idle: the next exchange arms it again
+        due = self.last + self.timeout
+        if self.loop.time() >= due:
+            exchange.fail(Timeout(f"no answer within {self.timeout:g} s"))
+            self.transport.abort()
+        else:
+            self.watchdog = self.loop.call_at(due, self.check)
+
 
 class Exchange:
-    """One request and its answer on one connection. A single watchdog timer aborts the connection
-    once nothing has arrived for `timeout` seconds; arrivals only note the time, and the timer re-arms
-    itself when it fires early, so a long stream costs one timer, not one per read."""
+    """One request and its answer on one connection (its timeout watched by the connection)."""
+    __slots__ = ("buffer", "chunked", "conn", "failure", "finished", "headers", "length", "limit", "loop", "origin",
+                 "paused", "ready", "remaining", "reusable", "state", "status", "streaming", "unread", "waiter",
+                 "whole")
 
     def __init__(self, origin: Origin, conn: Connection):
         self.origin, self.conn = origin, conn
-        self.loop = asyncio.get_running_loop()
-        self.timeout = origin.timeout
-        self.last = self.loop.time()
-        self.timer = self.loop.call_at(self.last + self.timeout, self.check)
+        self.loop = conn.loop
         self.status, self.headers = 0, {}
         self.chunked, self.length, self.reusable, self.finished = False, None, False, False
         self.state, self.remaining, self.buffer = HEAD, 0, b""
@@ -89,19 +118,11 @@ class Exchange:
         self.whole = False                      # the reader waits for the end of the body (or `limit` bytes)
         self.limit = 0
         conn.exchange = self
+        conn.watch(origin.timeout)
 
     # ----- the protocol's side -------------------------------------------------------------------
 
-    def check(self) -> None:
-        due = self.last + self.timeout
-        if self.loop.time() >= due:
-            self.fail(Timeout(f"no answer within {self.timeout:g} s"))
-            self.conn.transport.abort()
-        else:
-            self.timer = self.loop.call_at(due, self.check)
-
     def feed(self, data: bytes) -> None:
-        self.last = self.loop.time()
         self.buffer += data
         try:
             self.parse()
@@ -273,7 +294,6 @@ class Exchange:
             return
         self.conn = None
         conn.exchange = None
-        self.timer.cancel()
         self.origin.in_use -= 1
         if self.finished and self.reusable and not self.ready and not conn.closed \
                 and len(self.origin.idle) < self.origin.max_idle:
