@@ -84,4 +84,20 @@ def launch_all() -> list[tuple[str, Callable[[], object]]]:
             x = torch.randn(3, hidden, dtype=dtype)
             calls.append((f"add_rmsnorm {str(dtype)[6:]} {hidden}",
                           lambda x=x: add_rmsnorm(x, x[0], 1e-6, residual=x.clone())))
+    calls += gemv_launches()
     return calls
+
+
+def gemv_launches() -> list[tuple[str, Callable[[], object]]]:
+    """The batch-1 decode products of the 1B shape (kernels.gemv), each epilogue once, in bf16."""
+    from kernels.gemv import gemv_add_residual, norm_gemv_rope_store, norm_gemv_silu_mul
+    bf = dict(dtype=torch.bfloat16)
+    res, nw, cache = torch.randn(1, 2048, **bf), torch.ones(2048, **bf), torch.zeros(4, 8, 64, **bf)
+    return [
+        ("gemv qkv rope store", lambda: norm_gemv_rope_store(
+            res, nw, 1e-5, torch.randn(48 * 64, 2048, **bf), None, torch.tensor([3]), torch.rand(32), cache, cache,
+            torch.tensor([1]), 32, 8)),
+        ("gemv gate_up silu", lambda: norm_gemv_silu_mul(res, nw, 1e-5, torch.randn(2 * 8192, 2048, **bf))),
+        ("gemv down residual", lambda: gemv_add_residual(torch.randn(1, 8192, **bf), torch.randn(2048, 8192, **bf),
+                                                         res)),
+    ]

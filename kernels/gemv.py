@@ -1,0 +1,210 @@
+"""Matrix-vector products of a batch-1 decode step, each with the small operation around it fused in.
+
+At batch 1 a decode step is a chain of weight reads; the norms, rotations, stores and activations
+between them are each a kernel of their own that moves a few kilobytes but still costs a launch and a
+ramp (~2 µs), about a fifth of a 1B-parameter step. Here each product y = W x (W: [N, K] as nn.Linear
+keeps it, x: [K]) carries them as a prologue and an epilogue:
+
+    norm_gemv_rope_store   x = RMSNorm(residual); y = W_qkv x (+ bias); q and k rotated (RoPE, cos and sin
+                           of the position computed here); q written out, k and v stored at the token's slot
+    norm_gemv_silu_mul     x = RMSNorm(residual); out = silu(W_gate x) * (W_up x)
+    gemv_add_residual      residual += W x      (the o and down projections)
+
+The rounding points are those of the unfused modules (models.layers, kernels.rmsnorm / rope /
+kv_store / activation): the product is accumulated in float32 and rounded to the activation dtype,
+then each step of the epilogue rounds where the module it replaces rounds. Only the products' summation
+order differs from cuBLAS's. References: the `*_ref` functions, built from those modules' references.
+
+One program owns BLOCK rows of each of two row sets that its epilogue pairs: the two halves of a head
+for RoPE (rows r and r + head_dim / 2), a gate row and its up row, or plain consecutive rows. Row r of
+program p: group p // P, part p % P, r = group * STRIDE + part * BLOCK + i (set A) and that + OFFSET (set B).
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+from triton.language.extra import libdevice
+
+from kernels.common import interpreting
+from kernels.kv_store import kv_store_ref
+from kernels.rmsnorm import add_rmsnorm_ref
+from kernels.rope import rope_qk_ref
+
+EPI_RESIDUAL, EPI_SILU_MUL, EPI_ROPE_STORE = 0, 1, 2
+
+
+@triton.jit
+def _rms_scale(X, K: tl.constexpr, BK: tl.constexpr, eps):
+    """1 / rms of x[:K], in float32 (as kernels.rmsnorm)."""
+    total = tl.zeros([BK], tl.float32)
+    for k0 in range(0, K, BK):
+        kk = k0 + tl.arange(0, BK)
+        x = tl.load(X + kk, mask=kk < K, other=0.0).to(tl.float32)
+        total += x * x
+    return tl.rsqrt(tl.sum(total, 0) / K + eps)
+
+
+@triton.jit
+def _gemv_kernel(
+    X, W, Bias, NormW, Out, Res, Positions, InvFreq, KCache, VCache, Slots,
+    eps, stride_ks, stride_kh, stride_vs, stride_vh,
+    K: tl.constexpr, SUB: tl.constexpr, P: tl.constexpr, STRIDE: tl.constexpr, OFFSET: tl.constexpr,
+    BLOCK: tl.constexpr, BK: tl.constexpr, EVEN: tl.constexpr, NORM: tl.constexpr, HAS_BIAS: tl.constexpr,
+    EPILOGUE: tl.constexpr, QH: tl.constexpr, KVH: tl.constexpr, D: tl.constexpr, PRECISE_TRIG: tl.constexpr,
+):
+    group = tl.program_id(0) // P
+    part = (tl.program_id(0) % P) * BLOCK + tl.arange(0, BLOCK)
+    row_ok = part < SUB
+    rows_a = group * STRIDE + part
+    rows_b = rows_a + OFFSET
+    if NORM:
+        scale = _rms_scale(X, K, BK, eps)
+    acc_a = tl.zeros([BLOCK, BK], tl.float32)
+    acc_b = tl.zeros([BLOCK, BK], tl.float32)
+    for k0 in range(0, K, BK):
+        kk = k0 + tl.arange(0, BK)
+        k_ok = kk < K
+        x = tl.load(X + kk, mask=k_ok, other=0.0)
+        if NORM:        # as kernels.rmsnorm: normalised in float32, rounded, times the weight, rounded
+            nw = tl.load(NormW + kk, mask=k_ok, other=0.0)
+            x = (nw.to(tl.float32) * (x.to(tl.float32) * scale).to(x.dtype).to(tl.float32)).to(x.dtype)
+        xf = x.to(tl.float32)[None, :]
+        if EVEN:        # no masks: whole tiles, so the loads vectorise
+            wa = tl.load(W + rows_a.to(tl.int64)[:, None] * K + kk[None, :])
+            wb = tl.load(W + rows_b.to(tl.int64)[:, None] * K + kk[None, :])
+        else:
+            ok = row_ok[:, None] & k_ok[None, :]
+            wa = tl.load(W + rows_a.to(tl.int64)[:, None] * K + kk[None, :], mask=ok, other=0.0)
+            wb = tl.load(W + rows_b.to(tl.int64)[:, None] * K + kk[None, :], mask=ok, other=0.0)
+        acc_a += wa.to(tl.float32) * xf
+        acc_b += wb.to(tl.float32) * xf
+    ya = tl.sum(acc_a, 1)
+    yb = tl.sum(acc_b, 1)
+    if HAS_BIAS:        # cuBLAS adds the bias to the float32 product before rounding
+        ya += tl.load(Bias + rows_a, mask=row_ok, other=0.0).to(tl.float32)
+        yb += tl.load(Bias + rows_b, mask=row_ok, other=0.0).to(tl.float32)
+    dtype = X.dtype.element_ty
+    ya = ya.to(dtype).to(tl.float32)
+    yb = yb.to(dtype).to(tl.float32)
+
+    if EPILOGUE == 0:       # EPI_RESIDUAL: residual = (y + residual) rounded, as kernels.rmsnorm's add
+        ra = tl.load(Res + rows_a, mask=row_ok, other=0.0).to(tl.float32)
+        rb = tl.load(Res + rows_b, mask=row_ok, other=0.0).to(tl.float32)
+        tl.store(Res + rows_a, (ya + ra).to(dtype), mask=row_ok)
+        tl.store(Res + rows_b, (yb + rb).to(dtype), mask=row_ok)
+    elif EPILOGUE == 1:     # EPI_SILU_MUL: as kernels.activation
+        silu = (ya / (1.0 + tl.exp(-ya))).to(dtype).to(tl.float32)
+        tl.store(Out + part, (silu * yb).to(dtype), mask=row_ok)
+    else:                   # EPI_ROPE_STORE: rows of head `group`, a its first half, b its second
+        head = group
+        if head < QH + KVH:     # q or k: rotated as kernels.rope, by cos/sin as models.layers computes them
+            freq = tl.load(Positions).to(tl.float32) * tl.load(InvFreq + part, mask=row_ok, other=0.0)
+            if PRECISE_TRIG:
+                c = libdevice.cos(freq).to(dtype).to(tl.float32)
+                s = libdevice.sin(freq).to(dtype).to(tl.float32)
+            else:           # the interpreter has no libdevice; numpy's cos/sin serve
+                c = tl.cos(freq).to(dtype).to(tl.float32)
+                s = tl.sin(freq).to(dtype).to(tl.float32)
+            new_a = (ya * c).to(dtype).to(tl.float32) - (yb * s).to(dtype).to(tl.float32)
+            new_b = (yb * c).to(dtype).to(tl.float32) + (ya * s).to(dtype).to(tl.float32)
+            ya, yb = new_a, new_b
+        slot = tl.load(Slots).to(tl.int64)
+        if head < QH:
+            tl.store(Out + rows_a, ya.to(dtype), mask=row_ok)
+            tl.store(Out + rows_b, yb.to(dtype), mask=row_ok)
+        elif head < QH + KVH:
+            base = KCache + slot * stride_ks + (head - QH) * stride_kh
+            tl.store(base + part, ya.to(KCache.dtype.element_ty), mask=row_ok)
+            tl.store(base + OFFSET + part, yb.to(KCache.dtype.element_ty), mask=row_ok)
+        else:
+            base = VCache + slot * stride_vs + (head - QH - KVH) * stride_vh
+            tl.store(base + part, ya.to(VCache.dtype.element_ty), mask=row_ok)
+            tl.store(base + OFFSET + part, yb.to(VCache.dtype.element_ty), mask=row_ok)
+
+
+def _config(rows: int, k: int) -> tuple[int, int, int]:
+    """(BLOCK, BK, num_warps): few rows and long reads per program, so that every SM holds several
+    programs each with 8-16 KB of loads in flight (loadtest.gemv_bench --sweep, H200: within 5% of the
+    best tiles for each product of the 1B shape)."""
+    return (2 if rows <= 4096 else 4), min(2048, triton.next_power_of_2(k)), 4
+
+
+def _launch(x, w, epilogue, *, sub, groups, stride, offset, norm=None, bias=None, out=None, res=None,
+            rope=None, kv=None, qh=0, kvh=0, d=0, block=None, bk=None, num_warps=None):
+    k = x.shape[-1]
+    assert x.is_contiguous() and w.is_contiguous() and w.shape[1] == k and x.numel() == k
+    dblock, dbk, dwarps = _config(w.shape[0], k)
+    block, bk, num_warps = block or dblock, bk or dbk, num_warps or dwarps
+    p = triton.cdiv(sub, block)
+    dummy = x
+    positions, inv_freq = rope if rope is not None else (dummy, dummy)
+    k_cache, v_cache, slots = kv if kv is not None else (dummy[None, None], dummy[None, None], dummy)
+    nw, eps = norm if norm is not None else (dummy, 0.0)
+    _gemv_kernel[(groups * p,)](
+        x, w, bias if bias is not None else dummy, nw, out if out is not None else dummy,
+        res if res is not None else dummy, positions, inv_freq, k_cache, v_cache, slots,
+        eps, k_cache.stride(0), k_cache.stride(1), v_cache.stride(0), v_cache.stride(1),
+        K=k, SUB=sub, P=p, STRIDE=stride, OFFSET=offset, BLOCK=block, BK=bk, EVEN=k % bk == 0 and sub % block == 0, NORM=norm is not None,
+        HAS_BIAS=bias is not None, EPILOGUE=epilogue, QH=qh, KVH=kvh, D=d, PRECISE_TRIG=not interpreting(),
+        num_warps=num_warps,
+    )
+
+
+def gemv_add_residual(x: torch.Tensor, w: torch.Tensor, residual: torch.Tensor, **tune) -> None:
+    """residual += W x, rounded as the module's add: x [1, K], w [N, K], residual [1, N]; in place."""
+    n = w.shape[0]
+    assert residual.shape[-1] == n and residual.is_contiguous() and residual.dtype == x.dtype
+    half = triton.cdiv(n, 2)
+    assert n % 2 == 0, "plain rows are split into two equal sets"
+    _launch(x, w, EPI_RESIDUAL, sub=half, groups=1, stride=0, offset=half, res=residual, **tune)
+
+
+def norm_gemv_silu_mul(residual: torch.Tensor, norm_weight: torch.Tensor, eps: float, w: torch.Tensor,
+                       **tune) -> torch.Tensor:
+    """silu(W_gate x) * (W_up x) with x = RMSNorm(residual): w [2I, K] (gate rows, then up rows). [1, I]."""
+    inter = w.shape[0] // 2
+    out = torch.empty((1, inter), dtype=residual.dtype, device=residual.device)
+    _launch(residual, w, EPI_SILU_MUL, sub=inter, groups=1, stride=0, offset=inter, norm=(norm_weight, eps),
+            out=out, **tune)
+    return out
+
+
+def norm_gemv_rope_store(residual: torch.Tensor, norm_weight: torch.Tensor, eps: float, w: torch.Tensor,
+                         bias: torch.Tensor | None, positions: torch.Tensor, inv_freq: torch.Tensor,
+                         k_cache: torch.Tensor, v_cache: torch.Tensor, out_slots: torch.Tensor,
+                         num_heads: int, num_kv_heads: int, **tune) -> torch.Tensor:
+    """q of one token, [1, heads * D], rotated; its k (rotated) and v stored at slot `out_slots[0]` of
+    k_cache / v_cache ([slots, kv_heads, D]). x = RMSNorm(residual); w: [(heads + 2 kv_heads) * D, K]."""
+    d = k_cache.shape[-1]
+    assert d % 2 == 0 and w.shape[0] == (num_heads + 2 * num_kv_heads) * d
+    assert k_cache.stride(2) == v_cache.stride(2) == 1 and inv_freq.dtype == torch.float32
+    q = torch.empty((1, num_heads * d), dtype=residual.dtype, device=residual.device)
+    _launch(residual, w, EPI_ROPE_STORE, sub=d // 2, groups=num_heads + 2 * num_kv_heads, stride=d,
+            offset=d // 2, norm=(norm_weight, eps), bias=bias, out=q, rope=(positions, inv_freq),
+            kv=(k_cache, v_cache, out_slots), qh=num_heads, kvh=num_kv_heads, d=d, **tune)
+    return q
+
+
+# References: the unfused modules' own references, composed.
+
+def gemv_add_residual_ref(x, w, residual) -> None:
+    residual.copy_((torch.nn.functional.linear(x, w).float() + residual.float()).to(residual.dtype))
+
+
+def norm_gemv_silu_mul_ref(residual, norm_weight, eps, w) -> torch.Tensor:
+    from kernels.activation import silu_and_mul_ref
+    return silu_and_mul_ref(torch.nn.functional.linear(add_rmsnorm_ref(residual, norm_weight, eps), w))
+
+
+def norm_gemv_rope_store_ref(residual, norm_weight, eps, w, bias, positions, inv_freq, k_cache, v_cache,
+                             out_slots, num_heads, num_kv_heads) -> torch.Tensor:
+    d = k_cache.shape[-1]
+    qkv = torch.nn.functional.linear(add_rmsnorm_ref(residual, norm_weight, eps), w, bias)
+    q, k, v = qkv.split([num_heads * d, num_kv_heads * d, num_kv_heads * d], dim=-1)
+    q, k, v = q.reshape(1, num_heads, d).clone(), k.reshape(1, num_kv_heads, d).clone(), v.reshape(1, num_kv_heads, d)
+    freqs = positions.float()[:, None] * inv_freq[None, :]
+    emb = torch.cat((freqs, freqs), dim=-1)
+    rope_qk_ref(q, k, emb.cos().to(q.dtype), emb.sin().to(q.dtype))
+    kv_store_ref(k, v, k_cache, v_cache, out_slots)
+    return q.reshape(1, -1)

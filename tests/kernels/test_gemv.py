@@ -1,0 +1,78 @@
+"""Batch-1 decode products with their fused prologue/epilogue (kernels.gemv) against the unfused modules'
+references, on odd shapes: within a bf16 step on a GPU (only the products' summation order differs).
+The interpreter truncates bf16 casts where a GPU rounds, and those errors compound through a norm, a
+product and an epilogue, so there bf16 is checked loosely and float32 checks the logic."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip("triton")
+
+from gateway.engine.models.layers import rope_inv_freq
+from tests.kernels.slots import BF16_CASTS_EXACT
+from kernels.gemv import (gemv_add_residual, gemv_add_residual_ref, norm_gemv_rope_store, norm_gemv_rope_store_ref,
+                          norm_gemv_silu_mul, norm_gemv_silu_mul_ref)
+
+BF16 = dict(rtol=2 ** -6, atol=2 ** -6)      # a bf16 rounding apart
+
+
+def _tol(dtype):
+    if dtype == torch.float32:
+        return dict(rtol=1e-5, atol=1e-5)
+    return BF16 if BF16_CASTS_EXACT else dict(rtol=2 ** -4, atol=2 ** -4)
+
+
+def _rand(gen, *shape, scale=1.0):
+    return scale * torch.randn(*shape, generator=gen)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
+@pytest.mark.parametrize("n,k", [(64, 96), (200, 1000), (48, 2048)])
+def test_gemv_add_residual(device, gen, dtype, n, k):
+    x = _rand(gen, 1, k).to(device=device, dtype=dtype)
+    w = _rand(gen, n, k, scale=k ** -0.5).to(device=device, dtype=dtype)
+    residual = _rand(gen, 1, n).to(device=device, dtype=dtype)
+    expected = residual.clone()
+    gemv_add_residual_ref(x, w, expected)
+    gemv_add_residual(x, w, residual)
+    torch.testing.assert_close(residual, expected, **_tol(dtype))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
+@pytest.mark.parametrize("inter,k", [(40, 64), (300, 520)])
+def test_norm_gemv_silu_mul(device, gen, dtype, inter, k):
+    residual = _rand(gen, 1, k, scale=3.0).to(device=device, dtype=dtype)
+    norm_w = (1 + 0.1 * _rand(gen, k)).to(device=device, dtype=dtype)
+    w = _rand(gen, 2 * inter, k, scale=2 * k ** -0.5).to(device=device, dtype=dtype)
+    before = residual.clone()
+    out = norm_gemv_silu_mul(residual, norm_w, 1e-5, w)
+    torch.testing.assert_close(out, norm_gemv_silu_mul_ref(residual, norm_w, 1e-5, w), **_tol(dtype))
+    assert torch.equal(residual, before), "the norm reads the residual stream, never writes it"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
+@pytest.mark.parametrize("head_dim,heads,kv_heads", [(64, 4, 4), (80, 8, 2), (128, 8, 1)])
+@pytest.mark.parametrize("bias", [False, True], ids=["", "bias"])
+def test_norm_gemv_rope_store(device, gen, dtype, head_dim, heads, kv_heads, bias):
+    k = 96
+    residual = _rand(gen, 1, k, scale=2.0).to(device=device, dtype=dtype)
+    norm_w = (1 + 0.1 * _rand(gen, k)).to(device=device, dtype=dtype)
+    rows = (heads + 2 * kv_heads) * head_dim
+    w = _rand(gen, rows, k, scale=k ** -0.5).to(device=device, dtype=dtype)
+    b = _rand(gen, rows).to(device=device, dtype=dtype) if bias else None
+    inv_freq = rope_inv_freq(head_dim, 500000.0, {"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0,
+                                                  "high_freq_factor": 4.0, "original_max_position_embeddings": 8192})
+    inv_freq = inv_freq.to(device)
+    caches = [torch.zeros(9, kv_heads, head_dim, dtype=dtype, device=device) for _ in range(4)]
+    for position, slot in ((0, 3), (4095, 7), (131000, 1)):
+        positions = torch.tensor([position], device=device)
+        slots = torch.tensor([slot], device=device)
+        q = norm_gemv_rope_store(residual, norm_w, 1e-5, w, b, positions, inv_freq, caches[0], caches[1], slots,
+                                 heads, kv_heads)
+        q_ref = norm_gemv_rope_store_ref(residual, norm_w, 1e-5, w, b, positions, inv_freq, caches[2], caches[3],
+                                         slots, heads, kv_heads)
+        torch.testing.assert_close(q, q_ref, **_tol(dtype))
+        torch.testing.assert_close(caches[0], caches[2], **_tol(dtype))     # k, rotated, at the slot only
+        torch.testing.assert_close(caches[1], caches[3], **_tol(dtype))     # v
+        assert caches[0][slot].abs().sum() > 0 and caches[1][slot].abs().sum() > 0
