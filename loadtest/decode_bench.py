@@ -17,7 +17,8 @@ the pool holds (zeros): attention's cost does not depend on the values, so no pr
 Step: one ModelRunner.run of one new token (input staging, graph replay of forward + logits, logits copy;
 no sampling), 128 steps back to back with the context growing by one each, timed with CUDA events.
 "+sync" synchronises the host after every step, as the engine loop does today. Also timed: the Triton
-backend without graphs and the torch reference backend (eager), each over fewer steps. GPU-only.
+backend without graphs and the torch reference backend (eager), each over fewer steps, and "unfused":
+graphs of the general layer path instead of the fused weight reads (models.fused_decode). GPU-only.
 """
 from __future__ import annotations
 
@@ -57,10 +58,15 @@ def write_config(preset: str, root: Path) -> Path:
     return path
 
 
-def make_runner(path: Path, attention: str, graphs: bool, max_context: int):
+def make_runner(path: Path, attention: str, graphs: bool, max_context: int, fused: bool = True):
+    """`fused`: one-token decodes take the fused weight reads (models.fused_decode) where the model allows."""
+    from gateway.engine.cuda_graphs import DecodeGraphs
     from gateway.engine.runner import ModelRunner
     runner = ModelRunner(path, torch.device("cuda"), "bfloat16", kv_slots=max_context + 1, max_running=1,
-                         max_context=max_context, attention=attention, cuda_graphs=graphs, random_weights=True)
+                         max_context=max_context, attention=attention, cuda_graphs=False, random_weights=True)
+    runner.model.model.fused_decode &= fused
+    if graphs:
+        runner.graphs = DecodeGraphs(runner.model, runner.backend, runner.req_pool.table, 1)
     row = runner.req_pool.alloc()
     slots = runner.pool.alloc(max_context)
     runner.req_pool.table[row, :max_context] = torch.tensor(slots, dtype=torch.int32, device="cuda")
@@ -88,10 +94,11 @@ def step_time(runner, row: int, context: int, steps: int, graphs: bool = True, s
     return start.elapsed_time(end) / 1e3 / steps
 
 
-def measure(path: Path, attention: str, graphs: bool, contexts: list[int], steps: int) -> tuple[dict, object]:
+def measure(path: Path, attention: str, graphs: bool, contexts: list[int], steps: int,
+            fused: bool = True) -> tuple[dict, object]:
     """{context: [seconds per step, ...]} for one runner, built here and freed on return; and the config."""
     max_context = max(contexts) + steps + 8
-    runner, row = make_runner(path, attention, graphs, max_context)
+    runner, row = make_runner(path, attention, graphs, max_context, fused)
     times = {}
     for context in contexts:
         if graphs:
@@ -111,20 +118,22 @@ def bench_shape(preset: str, root: Path, contexts: list[int], steps: int, bandwi
     """Prints one table for the shape; returns the graph step's ratio to the weights-only limit per context."""
     path = write_config(preset, root)
     triton_times, (cfg, weights, sizes) = measure(path, "triton", True, contexts, steps)
+    general_times, _ = measure(path, "triton", True, contexts, steps, fused=False)
     torch_times, _ = measure(path, "torch", False, contexts, steps)
     kv_per_token = 2 * cfg.num_layers * cfg.num_kv_heads * cfg.head_dim * 2
     limit = weights / bandwidth
     print(f"\n{preset}: {weights / 1e9:.2f} GB of bf16 weights (vocab {cfg.vocab_size}, random, built on the GPU); "
           f"limit {limit * 1e3:.3f} ms per batch-1 step; decode graphs {sizes}")
     print(f"{'context':>8} {'graph ms':>9} {'x limit':>8} {'+KV limit':>10} {'x +KV':>6} {'+sync ms':>9} "
-          f"{'eager ms':>9} {'torch ms':>9} {'torch/graph':>12}")
+          f"{'eager ms':>9} {'unfused ms':>10} {'torch ms':>9} {'torch/graph':>12}")
     ratios = []
     for context in contexts:
         (graph, synced, eager), (torch_eager,) = triton_times[context], torch_times[context]
+        unfused = general_times[context][0]
         kv_limit = (weights + context * kv_per_token) / bandwidth
         ratios.append(graph / limit)
         print(f"{context:>8} {graph * 1e3:>9.3f} {graph / limit:>8.2f} {kv_limit * 1e3:>10.3f} "
-              f"{graph / kv_limit:>6.2f} {synced * 1e3:>9.3f} {eager * 1e3:>9.3f} {torch_eager * 1e3:>9.3f} {torch_eager / graph:>11.1f}x")
+              f"{graph / kv_limit:>6.2f} {synced * 1e3:>9.3f} {eager * 1e3:>9.3f} {unfused * 1e3:>10.3f} {torch_eager * 1e3:>9.3f} {torch_eager / graph:>11.1f}x")
     return ratios
 
 

@@ -63,6 +63,15 @@ class AttentionBackend(ABC):
     # A backend that supports shared prefixes attends `meta.shared` groups' prefixes once per group.
     supports_shared_prefixes: bool = False
 
+    def stored_decode_target(self, layer: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """(k_cache, v_cache, out_slots) of `layer` when this forward is a decode whose new K/V a fused
+        kernel may store itself and then call `attend_stored`; None where the backend must store it."""
+        return None
+
+    def attend_stored(self, q: torch.Tensor, layer: int, scale: float, window: int | None = None) -> torch.Tensor:
+        """`forward` of a decode without its store: the new K/V is already at `meta.out_slots`."""
+        raise NotImplementedError(f"{type(self).__name__} stores K/V itself")
+
     @abstractmethod
     def prepare(self, meta: AttentionMetadata) -> None:
         """Called once per forward, before any layer runs."""

@@ -40,13 +40,21 @@ class TritonAttention(AttentionBackend):
         k_cache, v_cache = self.pool.k[layer], self.pool.v[layer]
         kv_store(k, v, k_cache, v_cache, meta.out_slots)
         if self.decode:
-            shared = meta.shared_prefixes if window is None else None
-            if shared is None and meta.shared and window is None:
-                if self.shared is None:
-                    self.shared = SharedPrefixes.build(q.shape[0], meta.shared, q.shape[1] // k_cache.shape[1],
-                                                       q.dtype, q.device)
-                shared = self.shared
-            return decode_attention(q, k_cache, v_cache, meta.token_table, meta.seq_lens, scale, window,
-                                    shared=shared)
+            return self.attend_stored(q, layer, scale, window)
         return extend_attention(q, k_cache, v_cache, meta.token_table, meta.seq_lens, meta.extend_lens, scale,
                                 window, max_extend=self.max_extend)
+
+    def stored_decode_target(self, layer):
+        return (self.pool.k[layer], self.pool.v[layer], self.meta.out_slots) if self.decode else None
+
+    def attend_stored(self, q, layer, scale, window=None):
+        meta = self.meta
+        assert self.decode and q.shape[0] == len(meta.out_slots), "a prepared decode"
+        k_cache, v_cache = self.pool.k[layer], self.pool.v[layer]
+        shared = meta.shared_prefixes if window is None else None
+        if shared is None and meta.shared and window is None:
+            if self.shared is None:
+                self.shared = SharedPrefixes.build(q.shape[0], meta.shared, q.shape[1] // k_cache.shape[1],
+                                                   q.dtype, q.device)
+            shared = self.shared
+        return decode_attention(q, k_cache, v_cache, meta.token_table, meta.seq_lens, scale, window, shared=shared)

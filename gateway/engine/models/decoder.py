@@ -14,6 +14,7 @@ from torch import nn
 
 from gateway.engine.attention import AttentionBackend
 from gateway.engine.models.config import ModelConfig
+from gateway.engine.models.fused_decode import decode_one, fusable
 from gateway.engine.models.layers import RMSNorm, RotaryEmbedding, rotate_qk, silu_and_mul
 from gateway.engine.models.parallel import (MergedColumnParallelLinear, ParallelLMHead, QKVParallelLinear,
                                             RowParallelLinear, VocabParallelEmbedding)
@@ -89,8 +90,11 @@ class DecoderModel(nn.Module):
         self.rotary = RotaryEmbedding(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling)
         self.layers = nn.ModuleList(DecoderLayer(cfg, variant, i, backend) for i in range(cfg.num_layers))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.fused_decode = fusable(self, variant)      # one-token forwards as fused weight reads
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        if self.fused_decode and (hidden := decode_one(self, input_ids, positions)) is not None:
+            return hidden
         hidden, residual = self.embed_tokens(input_ids), None
         cos, sin = (t.to(hidden.dtype) for t in self.rotary(positions))     # cast once, not in every layer
         for layer in self.layers:
