@@ -28,7 +28,7 @@ def warm_blocks(table: TokenTable) -> float:
     if table.block_walks:
         return 0.0
     start = time.perf_counter()
-    masks = MaskComputer(table)
+    masks = MaskComputer(table, content_keys=True)
     for schema in BLOCKS:
         for rule in compile_json_schema(schema).rules:
             masks.walk_rule(rule)
