@@ -137,21 +137,24 @@ def annotate(trie, table, num_words: int, plain: Layout, tails: Tails) -> Annota
     return out
 
 
-def counted_walk(ann: Annotated, layout: Layout, offset: int, c: int, num_words: int) -> Walk:
-    """The walk from count c's body boundary of the layout placed at `offset`."""
+def counted_walk(ann: Annotated, layout: Layout, offset: int, c: int, num_words: int, ids: bool = True) -> Walk:
+    """The walk from count c's body boundary of the layout placed at `offset`. With ids False, a
+    walk whose tokens are many is words only (a walk from every token: nothing reads its ids, and
+    the ~1 MB of them cost page faults, ~0.7 ms, at a count's first walk)."""
     room = np.iinfo(np.int64).max if layout.hi is None else layout.hi - c     # characters that fit
     least = max(layout.lo - c, 0)                                            # before the quote
-    ids, k = ann.body
-    take = [ids[:np.searchsorted(k, room, side="right")]]
-    ids, k = ann.quoted
-    take.append(ids[(k >= least) & (k <= room)])
-    ids, k = ann.escaped
-    take.append(ids[k < room])
-    consumed = np.concatenate(take)
+    body, k = ann.body
+    take = [body[:np.searchsorted(k, room, side="right")]]
+    quoted, k = ann.quoted
+    take.append(quoted[(k >= least) & (k <= room)])
+    escaped, k = ann.escaped
+    take.append(escaped[k < room])
     if ann.body_words is not None:
         words = ann.body_words[min(room, len(ann.body_words) - 1)].copy()
         or_ids(words, np.concatenate(take[1:]))
+        consumed = np.concatenate(take) if ids else None
     else:
+        consumed = np.concatenate(take)
         words = pack_ids(consumed, num_words) if len(consumed) > PACK_ABOVE else None
     exits = []
     quote = ann.quote_tails(least, room)

@@ -160,7 +160,7 @@ class MaskComputer:
             counted = self._counted_at(rule, state)
             if counted is not None:
                 layout, offset, c = counted
-                found = counted_walk(self._annotated(tails), layout, offset, c, self.num_words)
+                found = counted_walk(self._annotated(tails), layout, offset, c, self.num_words, ids=tails is not ALL)
             elif tails is ALL and int((trans[state] >= 0).sum()) > WIDE:
                 found = self._by_difference(rule, state) or self._by_form(rule, state)
             else:

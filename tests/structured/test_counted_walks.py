@@ -3,10 +3,11 @@ the trie, at every count, from every token and from the tails its walks leave, s
 inside a union; a walk from the wrong count would differ."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from gateway.structured.json_schema import compile_json_schema
-from gateway.structured.masks import MaskComputer
+from gateway.structured.masks import MaskComputer, unpack
 from gateway.structured.token_walk import ALL, Walk, walk
 
 SCHEMAS = [{"type": "string", "maxLength": 30}, {"type": ["string", "null"], "minLength": 2, "maxLength": 12},
@@ -14,8 +15,9 @@ SCHEMAS = [{"type": "string", "maxLength": 30}, {"type": ["string", "null"], "mi
 
 
 def as_sets(w: Walk) -> tuple[list[int], dict]:
-    return sorted(set(w.consumed.tolist())), {s: {d: sorted(set(n.tolist())) for d, n in t.roots.items()}
-                                              for s, t in w.exits}
+    """Tokens read whole (a words-only walk's from its words) and exit tails, as sets."""
+    ids = w.consumed if w.consumed is not None else np.flatnonzero(unpack(w.words.view(np.int32), len(w.words) * 32))
+    return sorted(set(ids.tolist())), {s: {d: sorted(set(n.tolist())) for d, n in t.roots.items()} for s, t in w.exits}
 
 
 @pytest.mark.parametrize("schema", SCHEMAS)
