@@ -96,7 +96,10 @@ def main(archs: list[str]) -> int:
                 print(f"FAIL {arch} {label} {fn.__name__}: {type(err).__name__}: {err}".splitlines()[0])
                 continue
             # float32 is the exactness path, not the fast one: a few spilled bytes there are tolerated.
-            bad = r["shared"] > smem or (r["spills"] > 0 and "float32" not in label)
+            # libdevice's sinf/cosf keep a 28-byte table on the stack for huge arguments (RoPE at long
+            # positions): stack, not spilled registers.
+            allowed = 32 if "rope" in label else 0
+            bad = r["shared"] > smem or (r["spills"] > allowed and "float32" not in label)
             failures += bad
             print(f"{'FAIL' if bad else 'ok  '} {arch} {label:<34} {r['kernel']:<22} shared={r['shared']:>6} "
                   f"regs={r['regs']:>3} spills={r['spills']} mma={r['mma']}")
