@@ -29,13 +29,6 @@ def too_large(limit: int) -> ApiError:
     return ApiError(413, f"Request body is too large: the limit is {limit} bytes.", code="request_too_large")
 
 
-def header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return value.decode("utf-8", "replace")
-    return None
-
-
 class Exchange:
     """One request's receive and send as the app sees them: counts body bytes against the limit and
     remembers the response status and when the last body byte went out."""
@@ -132,13 +125,19 @@ class GatewayMiddleware:
         declared length, if it declares one."""
         path: str = scope["path"]
         gated = path.startswith("/v1/")
+        authorization = length = None
+        for name, value in scope["headers"]:    # the first of each
+            if name == b"authorization":
+                if authorization is None:
+                    authorization = value.decode("utf-8", "replace")
+            elif name == b"content-length" and length is None:
+                length = value.decode("utf-8", "replace")
         if gated:
-            key = self.keys.authenticate(header(scope, b"authorization"))
+            key = self.keys.authenticate(authorization)
             state = scope.setdefault("state", {})
             state["api_key"] = key
             client = scope.get("client")
             state["rate_key"] = key if key != ANONYMOUS else f"addr:{client[0] if client else 'unknown'}"
-        length = header(scope, b"content-length")
         declared = int(length) if length is not None and length.strip().isdigit() else None
         if declared is not None and declared > self.max_body_bytes:
             raise too_large(self.max_body_bytes)

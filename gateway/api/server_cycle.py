@@ -40,7 +40,7 @@ STATUS_LINE = {status: status_line(status) for status in range(100, 600)}
 
 class Cycle:
     """One request and its answer; `protocol` is the connection it came on."""
-    __slots__ = ("body", "chunked", "complete", "disconnected", "expect_continue", "head", "keep_alive",
+    __slots__ = ("body", "chunked", "complete", "disconnected", "expect_continue", "forwarded", "head", "keep_alive",
                  "length", "more_body", "out", "protocol", "scheduled", "scope", "started", "waiter")
 
     def __init__(self, protocol: GatewayHttpProtocol, scope: dict, keep_alive: bool, expect_continue: bool):
@@ -50,6 +50,7 @@ class Cycle:
         self.more_body: bool | None = True  # more of the body to come; None: all of it was received
         self.waiter: asyncio.Future | None = None
         self.started = self.complete = self.disconnected = False
+        self.forwarded = False              # has X-Forwarded-* headers (for uvicorn's proxy-headers middleware)
         self.chunked = False
         self.head = False                   # the head is gathered and no body part has followed yet
         self.length = 0                     # a Content-Length answer's bytes still to send

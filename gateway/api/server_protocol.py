@@ -27,6 +27,7 @@ import logging
 from collections import deque
 from urllib.parse import unquote
 
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from uvicorn.protocols.utils import get_client_addr, get_local_addr, get_path_with_query_string, get_remote_addr, is_ssl
 
 from gateway.api.server_cycle import HIGH_WATER, Cycle
@@ -45,6 +46,12 @@ class GatewayHttpProtocol(asyncio.Protocol):
         if not config.loaded:
             config.load()
         self.config, self.app, self.app_state = config, config.loaded_app, app_state
+        # uvicorn's proxy-headers middleware changes nothing for a request without X-Forwarded-* headers:
+        # only such a request takes it (the same middleware, so the same trust rules).
+        self.forwarding = None
+        if type(self.app) is ProxyHeadersMiddleware:
+            self.forwarding, self.app = self.app, self.app.app
+        self.forwarded = False              # the request being read has X-Forwarded-For or -Proto
         self.loop = _loop or asyncio.get_event_loop()
         self.logger = logging.getLogger("uvicorn.error")
         self.access_logger = logging.getLogger("uvicorn.access")
@@ -123,9 +130,6 @@ class GatewayHttpProtocol(asyncio.Protocol):
 
     # ----- parser callbacks ----------------------------------------------------------------------
 
-    def on_message_begin(self) -> None:
-        self.url, self.headers, self.expect_continue = b"", [], False
-
     def on_url(self, url: bytes) -> None:
         self.url += url
 
@@ -133,6 +137,8 @@ class GatewayHttpProtocol(asyncio.Protocol):
         name = name.lower()
         if name == b"expect" and value.lower() == b"100-continue":
             self.expect_continue = True
+        elif name == b"x-forwarded-for" or name == b"x-forwarded-proto":
+            self.forwarded = True
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
@@ -152,6 +158,8 @@ class GatewayHttpProtocol(asyncio.Protocol):
                  "raw_path": self.root_path.encode("ascii") + raw_path, "query_string": query,
                  "headers": self.headers, "state": self.app_state.copy()}
         cycle = Cycle(self, scope, version != "1.0" and parser.should_keep_alive(), self.expect_continue)
+        cycle.forwarded = self.forwarded
+        self.url, self.headers, self.expect_continue, self.forwarded = b"", [], False, False   # the next request's
         self.parsing = cycle
         if self.running is None:
             self.run(cycle)
@@ -179,7 +187,7 @@ class GatewayHttpProtocol(asyncio.Protocol):
 
     def run(self, cycle: Cycle) -> None:
         self.running = cycle
-        app = self.app
+        app = self.forwarding if cycle.forwarded and self.forwarding is not None else self.app
         if self.limit_concurrency is not None and (len(self.server_state.connections) >= self.limit_concurrency
                                                    or len(self.server_state.tasks) >= self.limit_concurrency):
             from uvicorn.protocols.http.flow_control import service_unavailable

@@ -18,7 +18,6 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
-from contextlib import aclosing
 from dataclasses import dataclass, field
 from hashlib import blake2b
 
@@ -146,11 +145,14 @@ class Router:
             member.outstanding += 1
             member.breaker.admit()
             started, judged = False, False
+            deltas = member.backend.generate(req)
             try:
-                async with aclosing(member.backend.generate(req)) as deltas:
+                try:
                     async for d in deltas:
                         started = True
                         yield d
+                finally:
+                    await deltas.aclose()
                 member.breaker.success()
                 judged = True
                 return

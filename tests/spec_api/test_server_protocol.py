@@ -71,6 +71,10 @@ async def app(scope, receive, send):
         await send({"type": "http.response.body", "body": body})
     elif path == "/hang-up":                    # the next receive after the body: the hang-up
         heard.append((await receive())["type"])
+    elif path == "/client":                     # who the app thinks the client is
+        answer = f"{scope['client'][0]} {scope['scheme']}".encode()
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"%d" % len(answer))]})
+        await send({"type": "http.response.body", "body": answer})
     elif path == "/empty":
         await send({"type": "http.response.start", "status": 204, "headers": []})
         await send({"type": "http.response.body", "body": b""})
@@ -379,3 +383,10 @@ def test_shutdown_closes_an_idle_connection_at_once_and_a_busy_one_after_its_ans
         await asyncio.sleep(0.05)
         assert busy.closed and answers(b"".join(busy.writes)) == [b"late!"]
     asyncio.run(main())
+
+
+def test_forwarded_headers_from_a_trusted_proxy_are_applied_as_uvicorn_applies_them(server):
+    plain = b"".join(exchange(server, post("/client"), until=b"http"))
+    assert plain.endswith(b"\r\n\r\n127.0.0.1 http")
+    forwarded = post("/client", extra=b"X-Forwarded-For: 10.1.2.3\r\nX-Forwarded-Proto: https\r\n")
+    assert b"".join(exchange(server, forwarded, until=b"https")).endswith(b"\r\n\r\n10.1.2.3 https")
