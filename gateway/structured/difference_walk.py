@@ -26,6 +26,7 @@ from gateway.structured.walk_native import compiled
 
 SOURCE = r"""
 #include <stdint.h>
+#include <stdlib.h>
 
 typedef struct { int32_t child_lo, child_hi, tok; uint16_t ends; uint8_t byte, pad; } Node;
 
@@ -54,22 +55,50 @@ int64_t differ(const int32_t *trans, int32_t q, int32_t g, const Node *nodes, in
     return n;
 }
 
+/* The state most tokens' first bytes lead to from the row: level-1 nodes' bytes and token counts;
+   ties go to the lowest state. Returns it (or -1: no byte is alive) and its token count in *size. */
+int32_t major(const int32_t *row, const int32_t *bytes, const int64_t *weights, int64_t n, int64_t *size) {
+    int32_t t[256]; int64_t w[256]; int64_t k = 0;
+    for (int64_t i = 0; i < n; i++) {
+        int32_t s = row[bytes[i]];
+        if (s < 0) continue;
+        int64_t j = 0;
+        while (j < k && t[j] != s) j++;
+        if (j == k) { t[k] = s; w[k] = 0; k++; }
+        w[j] += weights[i];
+    }
+    int32_t best = -1; int64_t most = -1;
+    for (int64_t j = 0; j < k; j++)
+        if (w[j] > most || (w[j] == most && t[j] < best)) { best = t[j]; most = w[j]; }
+    *size = most;
+    return best;
+}
+
 static int64_t lower(const int32_t *a, int64_t n, int32_t x) {
     int64_t lo = 0, hi = n;
     while (lo < hi) { int64_t m = (lo + hi) / 2; if (a[m] < x) lo = m + 1; else hi = m; }
     return lo;
 }
 
+static int by_state_node(const void *a, const void *b) {
+    const int32_t *x = a, *y = b;
+    return x[0] != y[0] ? (x[0] < y[0] ? -1 : 1) : (x[1] < y[1] ? -1 : x[1] > y[1]);
+}
+
 /* The reference walk put right at the n nodes found (global node, the state's state there, -1:
    dead). Words: a live node's own tokens are set, a dead node's whole subtree's cleared. Exit hits
-   of the reference (sorted by first token, then depth): those at a found node, and those inside a
-   dead node's subtree, get removed[k] = 1. A live node at an exit state is a new hit, written as
-   state << 32 | node to added. Returns how many were added. */
+   of the reference (h_*: sorted by first token, then depth; by_exit: each exit's, sorted by node)
+   at a found node, or inside a dead node's subtree, are dropped; a live node at an exit state is a
+   new hit. Out: one row (state, reference exit kept as it is or -1, start, end) per exit of the
+   result, the nodes of rebuilt ones in out_glob[start:end], sorted. Returns the rows written.
+   scratch: n_hits + 2 n int32. */
 int64_t correct(uint32_t *words, const int64_t *ids, const Node *nodes, const int32_t *node_hi,
                 const int64_t *level_off, int64_t n_levels, const int32_t *found, const int32_t *states,
                 int64_t n, const uint8_t *exits, const int32_t *h_tok, const int32_t *h_glob,
-                const int32_t *h_depth, int64_t n_hits, uint8_t *removed, int64_t *added) {
-    int64_t n_added = 0;
+                const int32_t *h_depth, const int32_t *ref_states, const int32_t *exit_off, const int32_t *by_exit,
+                int64_t n_hits, int64_t n_exits, int32_t *scratch, int32_t *out, int32_t *out_glob) {
+    int32_t *removed = scratch, *added = scratch + n_hits;
+    int64_t n_added = 0, rows = 0, g = 0;
     for (int64_t k = 0; k < n_hits; k++) removed[k] = 0;
     for (int64_t i = 0; i < n; i++) {
         int32_t node = found[i], q = states[i];
@@ -81,7 +110,7 @@ int64_t correct(uint32_t *words, const int64_t *ids, const Node *nodes, const in
         if (q >= 0) {
             hi = lo + nodes[node].ends;
             for (int64_t t = lo; t < hi; t++) words[ids[t] >> 5] |= 1u << (ids[t] & 31);
-            if (exits[q]) added[n_added++] = ((int64_t)q << 32) | (uint32_t)node;
+            if (exits[q]) { added[2 * n_added] = q; added[2 * n_added + 1] = node; n_added++; }
         } else {
             hi = node_hi[node];
             for (int64_t t = lo; t < hi; t++) words[ids[t] >> 5] &= ~(1u << (ids[t] & 31));
@@ -89,7 +118,37 @@ int64_t correct(uint32_t *words, const int64_t *ids, const Node *nodes, const in
                 if (h_depth[j] > d) removed[j] = 1;
         }
     }
-    return n_added;
+    qsort(added, n_added, 2 * sizeof(int32_t), by_state_node);
+    for (int64_t e = 0; e < n_exits; e++) {
+        int32_t s = ref_states[e];
+        int64_t a = 0, b, gone = 0;
+        while (a < n_added && added[2 * a] < s) a++;
+        for (b = a; b < n_added && added[2 * b] == s; b++) added[2 * b] = -1 - added[2 * b];   /* taken */
+        for (int64_t k = exit_off[e]; k < exit_off[e + 1]; k++) gone += removed[by_exit[k]];
+        if (!gone && a == b) {
+            out[4 * rows] = s; out[4 * rows + 1] = (int32_t)e; out[4 * rows + 2] = out[4 * rows + 3] = 0; rows++;
+            continue;
+        }
+        int64_t start = g, k = exit_off[e];
+        while (k < exit_off[e + 1] || a < b) {         /* the kept hits and the new ones, merged by node */
+            if (k < exit_off[e + 1] && removed[by_exit[k]]) { k++; continue; }
+            if (a < b && (k >= exit_off[e + 1] || added[2 * a + 1] < h_glob[by_exit[k]])) out_glob[g++] = added[2 * a++ + 1];
+            else out_glob[g++] = h_glob[by_exit[k++]];
+        }
+        if (g > start) {
+            out[4 * rows] = s; out[4 * rows + 1] = -1; out[4 * rows + 2] = (int32_t)start; out[4 * rows + 3] = (int32_t)g;
+            rows++;
+        }
+    }
+    for (int64_t a = 0; a < n_added;) {                /* new exit states */
+        int32_t s = added[2 * a];
+        if (s < 0) { a++; continue; }
+        int64_t start = g;
+        while (a < n_added && added[2 * a] == s) out_glob[g++] = added[2 * a++ + 1];
+        out[4 * rows] = s; out[4 * rows + 1] = -1; out[4 * rows + 2] = (int32_t)start; out[4 * rows + 3] = (int32_t)g;
+        rows++;
+    }
+    return rows;
 }
 """
 
@@ -104,62 +163,69 @@ def native():
             dll.differ.restype = i64
             dll.differ.argtypes = [p, i32, i32, p, i64, p, p, p, p, i64]
             dll.correct.restype = i64
-            dll.correct.argtypes = [p, p, p, p, p, i64, p, p, i64, p, p, p, p, i64, p, p]
+            dll.correct.argtypes = [p, p, p, p, p, i64, p, p, i64, p, p, p, p, p, p, p, i64, i64, p, p, p]
+            dll.major.restype = i32
+            dll.major.argtypes = [p, p, p, i64, p]
         _dll.append(dll)
     return _dll[0]
 
 
-def differences(trie: TokenTrie, trans: np.ndarray, q: int, g: int, limit: int):
-    """(global nodes, q's states, g's states) where runs from q and g differ, or None (past limit,
-    or no C compiler)."""
+def reference_state(trie: TokenTrie, trans: np.ndarray, state: int) -> tuple[int, int] | None:
+    """(the state most tokens' first bytes lead to from `state`, how many tokens), or None without a
+    C compiler."""
     dll = native()
     if dll is None:
         return None
-    flat, trans = trie.flat, np.ascontiguousarray(trans, np.int32)
+    level = _level_one(trie)
+    size = np.zeros(1, np.int64)
+    g = dll.major(_at(trans) + 1024 * state, level[2], level[3], len(level[0]), _at(size))
+    return int(g), int(size[0])
+
+
+def _level_one(trie: TokenTrie) -> tuple:
+    """The trie's first level as int32 bytes and int64 token counts, with their addresses (kept)."""
+    found = getattr(trie.flat, "level_one", None)
+    if found is None:
+        level = trie.levels[1]
+        b, w = level.byte.astype(np.int32), (level.hi - level.lo).astype(np.int64)
+        found = trie.flat.level_one = (b, w, _at(b), _at(w))
+    return found
+
+
+def differences(trie: TokenTrie, trans: np.ndarray, q: int, g: int, limit: int):
+    """(global nodes, q's states, g's states, and the addresses of the first two) where runs from q
+    and g differ, or None (past limit, or no C compiler)."""
+    dll = native()
+    if dll is None:
+        return None
     buf = np.empty(6 * limit + 3, np.int32)               # three outputs, then the stack
-    at = buf.__array_interface__["data"][0]
-    n = dll.differ(trans.__array_interface__["data"][0], q, g, flat.nodes.__array_interface__["data"][0], limit,
-                   at, at + 4 * limit, at + 8 * limit, at + 12 * limit, limit + 1)
+    at = _at(buf)
+    n = dll.differ(_at(trans), q, g, trie.flat.arrays[1], limit, at, at + 4 * limit, at + 8 * limit, at + 12 * limit,
+                   limit + 1)
     return None if n < 0 else (buf[:n], buf[limit:limit + n], buf[2 * limit:2 * limit + n], at, at + 4 * limit)
 
 
 def corrected(trie: TokenTrie, num_words: int, exits: np.ndarray, reference: Walk, found) -> Walk:
     """The reference walk with the differing nodes `found` (differences) put right: their tokens and
     exit hits are the state's, and where the state's run dies (a cut) the subtree below is dropped.
-    Exit tails that nothing touches stay the reference's own objects. The words and the exit hits
-    to drop or add are worked out in one C pass (over the reference's hits indexed once: _indexed),
-    the touched tails rebuilt here."""
+    Exit tails that nothing touches stay the reference's own objects. One C pass over the reference's
+    hits (indexed once: _indexed) puts the words right and lists the exits, rebuilt ones' nodes
+    with them."""
     flat, index = trie.flat, _indexed(trie, reference)
-    nodes, states, nodes_at, states_at = found[0], found[1], found[3], found[4]
+    n, n_hits, n_exits = len(found[0]), len(index.glob), len(reference.exits)
     if reference.words is None:                # the same tokens as words: made once per reference
         reference.words = pack_ids(reference.consumed, num_words)
     words = reference.words.copy()
-    removed = np.empty(len(index.glob), np.uint8)
-    added = np.empty(len(nodes), np.int64)
-    n = native().correct(_at(words), flat.arrays[2], flat.arrays[1], flat.node_hi_at, flat.arrays[0],
-                         len(flat.level_off) - 1, nodes_at, states_at, len(nodes), _at(exits), *index.addresses,
-                         len(index.glob), _at(removed), _at(added))
-    more: dict[int, np.ndarray] = {}
-    if n:
-        added = np.sort(added[:n])
-        state_of = (added >> 32).tolist()
-        cuts = [0, *(np.flatnonzero(np.diff(added >> 32)) + 1).tolist(), n]
-        for a, b in zip(cuts, cuts[1:]):
-            more[state_of[a]] = (added[a:b] & 0xFFFFFFFF).astype(np.int32)
-    gone = np.flatnonzero(removed)
-    touched = set(index.exit_of[gone].tolist()) if len(gone) else set()
+    states = np.array([state for state, _ in reference.exits], np.int32)      # this copy's numbering
+    buf = np.empty(2 * n_hits + 3 * n + 4 * (n_exits + n), np.int32)   # scratch, exit rows, their nodes
+    at, rows_at = _at(buf), 4 * (n_hits + 2 * n)
+    rows = native().correct(_at(words), flat.arrays[2], flat.arrays[1], flat.node_hi_at, flat.arrays[0],
+                            len(flat.level_off) - 1, found[3], found[4], n, _at(exits), *index.addresses[:3],
+                            _at(states), *index.addresses[3:], n_hits, n_exits, at, at + rows_at, at + rows_at + 16 * (n_exits + n))
+    glob = buf[n_hits + 2 * n + 4 * (n_exits + n):]
     out = []
-    for i, (state, tails) in enumerate(reference.exits):
-        put = more.pop(state, None)
-        if i not in touched and put is None:
-            out.append((state, tails))
-            continue
-        at = index.positions[i]
-        kept = index.glob[at[removed[at] == 0]] if i in touched else index.glob[at]
-        glob = np.sort(kept if put is None else np.concatenate([kept, put]))
-        if len(glob):
-            out.append((state, Tails.of_global(flat, glob)))
-    out += [(state, Tails.of_global(flat, glob)) for state, glob in more.items()]
+    for state, kept, a, b in buf[n_hits + 2 * n:n_hits + 2 * n + 4 * rows].reshape(-1, 4).tolist():
+        out.append((state, reference.exits[kept][1] if kept >= 0 else Tails.of_global(flat, glob[a:b].copy())))
     return Walk(None, words, sorted(out, key=lambda x: x[0]))
 
 
@@ -169,23 +235,24 @@ def _at(a: np.ndarray) -> int:
 
 @dataclass(slots=True)
 class _Index:
-    """A reference walk's exit hits, indexed once: as int32 first tokens, global nodes and depths
-    sorted by (first token, depth) for the C pass (a subtree's hits are a run of them), the exit
-    each came from, and per exit its hits' positions."""
+    """A reference walk's exit hits, indexed once for the C pass: as int32 first tokens, global nodes
+    and depths sorted by (first token, depth) (a subtree's hits are a run of them); per exit (CSR by
+    exit_off, in the walk's order of exits: copies numbered another way share it) the positions of
+    its hits, sorted by node."""
     tok: np.ndarray
     glob: np.ndarray
     depth: np.ndarray
-    exit_of: np.ndarray
-    positions: list[np.ndarray]
+    exit_off: np.ndarray
+    by_exit: np.ndarray
     addresses: list[int] = None
 
     def __post_init__(self):
-        self.addresses = [_at(self.tok), _at(self.glob), _at(self.depth)]
+        self.addresses = [_at(a) for a in (self.tok, self.glob, self.depth, self.exit_off, self.by_exit)]
 
 
 def _indexed(trie: TokenTrie, walk: Walk) -> _Index:
     """The walk's hit index, made once per walk (a reference serves every state of its rule; copies of
-    a walk numbered another way share the list it is kept in: masks._by_form)."""
+    a walk numbered another way share the list it is kept in: masks._by_form, and their exits' order)."""
     if walk.hits is None:
         walk.hits = []
     if not walk.hits:
@@ -196,9 +263,9 @@ def _indexed(trie: TokenTrie, walk: Walk) -> _Index:
         tok = flat.nodes["tok"][glob]
         depth = (np.searchsorted(flat.level_off, glob, side="right") - 1).astype(np.int32)
         order = np.lexsort((depth, tok))
-        where = np.empty(len(order), np.int64)
+        where = np.empty(len(order), np.int32)
         where[order] = np.arange(len(order))
-        bounds = np.cumsum([0, *map(len, parts)]).tolist()
         walk.hits.append(_Index(np.ascontiguousarray(tok[order], np.int32), glob[order], depth[order],
-                                exit_of[order], [where[a:b] for a, b in zip(bounds, bounds[1:])]))
+                                np.cumsum([0, *map(len, parts)]).astype(np.int32),
+                                where[np.lexsort((glob, exit_of))]))
     return walk.hits[0]

@@ -233,6 +233,8 @@ class Buffers:
         self.frames_in, self.off_in, self.seeds_in = (np.zeros(0, np.int32), np.zeros(1, np.int64),
                                                       np.zeros(0, np.int64))
         self.inputs(0, 0, 0)
+        self.ctx = Ctx(*(address(a) for a in (*[ROOT] * 9, *self.f, self.frames, self.seen, self.stack, self.closure)),
+                       n, len(self.frames) - 1, len(self.seen) - 1, len(self.stack), len(self.closure), 0, 0, 0, 0, 0, 0)
 
     def inputs(self, frames: int, configs: int, seeds: int) -> None:
         """Room for one call's configs and seeds (kept between calls, and so are their addresses)."""
@@ -252,24 +254,19 @@ class Follower:
     """follow() for one grammar over a trie (walk_native.FlatTrie)."""
 
     def __init__(self, grammar: Grammar, flat_trie, max_depth: int):
-        self.grammar = FlatGrammar(grammar)
+        self.grammar = g = FlatGrammar(grammar)
         self.trie = flat_trie
         self.max_depth = max_depth
-        self._ctx: dict = {}                     # thread id -> (buffers, Ctx) of its last call
+        self._fields = [address(a) for a in (g.trans, g.base, g.flags, g.call_off, g.call_rule, g.call_ret)] + \
+            [flat_trie.arrays[1], flat_trie.arrays[2]]
 
     def _ctx_for(self, buf: Buffers) -> Ctx:
-        """The call's context over the thread's buffers (each thread fills its own: a Ctx is
-        written at every call)."""
-        found = self._ctx.get(threading.get_ident())
-        if found is None or found[0] is not buf:
-            g, t = self.grammar, self.trie
-            ctx = Ctx(*(address(a) for a in (g.trans, g.base, g.flags, g.call_off, g.call_rule, g.call_ret,
-                                             t.nodes, t.ids, t.ids, *buf.f, buf.frames, buf.seen, buf.stack,  # words: per call
-                                             buf.closure)),
-                      len(buf.f[0]), len(buf.frames) - 1, len(buf.seen) - 1, len(buf.stack), len(buf.closure),
-                      self.max_depth, 0, 0, 0, 0, 0)
-            found = self._ctx[threading.get_ident()] = (buf, ctx)
-        return found[1]
+        """The thread's call context (kept with its buffers, whose addresses it holds), pointed at
+        this grammar and trie: each thread fills its own, so followers may be shared by threads."""
+        ctx = buf.ctx
+        (ctx.trans, ctx.base, ctx.flags, ctx.call_off, ctx.call_rule, ctx.call_ret, ctx.nodes, ctx.ids) = self._fields
+        ctx.max_depth = self.max_depth
+        return ctx
 
     def follow(self, words: np.ndarray, configs: list, seeds: list[int]) -> None:
         """OR into words (uint32, in place) every token the seeds' nodes read on to the end of."""

@@ -24,7 +24,7 @@ from gateway.structured.counted_walks import (
     counted_walk,
     plain_string,
 )
-from gateway.structured.difference_walk import corrected, differences
+from gateway.structured.difference_walk import corrected, differences, reference_state
 from gateway.structured.follow_native import LEAVE, READ, ROOT, Follower
 from gateway.structured.follow_native import native as follow_native
 from gateway.structured.grammar import Grammar, Rule
@@ -174,13 +174,11 @@ class MaskComputer:
         under a quarter of the tokens, or the runs differ in too many places."""
         if self._referencing:
             return None
-        trans, level = rule.dfa.trans, self.trie.levels[1]
-        nxt = trans[state, level.byte]
-        alive = nxt >= 0
-        size = np.bincount(nxt[alive], weights=(level.hi - level.lo)[alive])
-        g = int(size.argmax())
-        if g == state or size[g] < len(self.trie.ids) // 4:
+        trans = np.ascontiguousarray(rule.dfa.trans, np.int32)
+        major = reference_state(self.trie, trans, state)
+        if major is None or major[0] == state or major[1] < len(self.trie.ids) // 4:
             return None
+        g = major[0]
         found = differences(self.trie, trans, state, g, DIFFERENCES)
         if found is None:
             return None
