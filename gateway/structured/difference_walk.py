@@ -56,8 +56,8 @@ int64_t differ(const int32_t *trans, int32_t q, int32_t g, const Node *nodes, in
 }
 
 /* The state most tokens' first bytes lead to from the row: level-1 nodes' bytes and token counts;
-   ties go to the lowest state. Returns it (or -1: no byte is alive) and its token count in *size. */
-int32_t major(const int32_t *row, const int32_t *bytes, const int64_t *weights, int64_t n, int64_t *size) {
+   ties go to the lowest state. Returns its token count << 32 | the state, or -1: no byte is alive. */
+int64_t major(const int32_t *row, const int32_t *bytes, const int64_t *weights, int64_t n) {
     int32_t t[256]; int64_t w[256]; int64_t k = 0;
     for (int64_t i = 0; i < n; i++) {
         int32_t s = row[bytes[i]];
@@ -70,8 +70,7 @@ int32_t major(const int32_t *row, const int32_t *bytes, const int64_t *weights, 
     int32_t best = -1; int64_t most = -1;
     for (int64_t j = 0; j < k; j++)
         if (w[j] > most || (w[j] == most && t[j] < best)) { best = t[j]; most = w[j]; }
-    *size = most;
-    return best;
+    return best < 0 ? -1 : (most << 32) | best;
 }
 
 static int64_t lower(const int32_t *a, int64_t n, int32_t x) {
@@ -164,22 +163,21 @@ def native():
             dll.differ.argtypes = [p, i32, i32, p, i64, p, p, p, p, i64]
             dll.correct.restype = i64
             dll.correct.argtypes = [p, p, p, p, p, i64, p, p, i64, p, p, p, p, p, p, p, i64, i64, p, p, p]
-            dll.major.restype = i32
-            dll.major.argtypes = [p, p, p, i64, p]
+            dll.major.restype = i64
+            dll.major.argtypes = [p, p, p, i64]
         _dll.append(dll)
     return _dll[0]
 
 
-def reference_state(trie: TokenTrie, trans: np.ndarray, state: int) -> tuple[int, int] | None:
-    """(the state most tokens' first bytes lead to from `state`, how many tokens), or None without a
-    C compiler."""
+def reference_state(trie: TokenTrie, trans_at: int, state: int) -> tuple[int, int] | None:
+    """(the state most tokens' first bytes lead to from `state` of the int32 table at trans_at, how
+    many tokens), or None (no byte leads anywhere, or no C compiler)."""
     dll = native()
     if dll is None:
         return None
     level = _level_one(trie)
-    size = np.zeros(1, np.int64)
-    g = dll.major(_at(trans) + 1024 * state, level[2], level[3], len(level[0]), _at(size))
-    return int(g), int(size[0])
+    found = dll.major(trans_at + 1024 * state, level[2], level[3], len(level[0]))
+    return None if found < 0 else (found & 0xFFFFFFFF, found >> 32)
 
 
 def _level_one(trie: TokenTrie) -> tuple:
@@ -192,21 +190,22 @@ def _level_one(trie: TokenTrie) -> tuple:
     return found
 
 
-def differences(trie: TokenTrie, trans: np.ndarray, q: int, g: int, limit: int):
+def differences(trie: TokenTrie, trans_at: int, q: int, g: int, limit: int):
     """(global nodes, q's states, g's states, and the addresses of the first two) where runs from q
-    and g differ, or None (past limit, or no C compiler)."""
+    and g (states of the int32 table at trans_at) differ, or None (past limit, or no C compiler)."""
     dll = native()
     if dll is None:
         return None
     buf = np.empty(6 * limit + 3, np.int32)               # three outputs, then the stack
     at = _at(buf)
-    n = dll.differ(_at(trans), q, g, trie.flat.arrays[1], limit, at, at + 4 * limit, at + 8 * limit, at + 12 * limit,
+    n = dll.differ(trans_at, q, g, trie.flat.arrays[1], limit, at, at + 4 * limit, at + 8 * limit, at + 12 * limit,
                    limit + 1)
     return None if n < 0 else (buf[:n], buf[limit:limit + n], buf[2 * limit:2 * limit + n], at, at + 4 * limit)
 
 
-def corrected(trie: TokenTrie, num_words: int, exits: np.ndarray, reference: Walk, found) -> Walk:
-    """The reference walk with the differing nodes `found` (differences) put right: their tokens and
+def corrected(trie: TokenTrie, num_words: int, exits_at: int, reference: Walk, found) -> Walk:
+    """The reference walk with the differing nodes `found` (differences) put right (exits_at: the
+    address of the rule's exit points as bytes): their tokens and
     exit hits are the state's, and where the state's run dies (a cut) the subtree below is dropped.
     Exit tails that nothing touches stay the reference's own objects. One C pass over the reference's
     hits (indexed once: _indexed) puts the words right and lists the exits, rebuilt ones' nodes
@@ -215,17 +214,24 @@ def corrected(trie: TokenTrie, num_words: int, exits: np.ndarray, reference: Wal
     n, n_hits, n_exits = len(found[0]), len(index.glob), len(reference.exits)
     if reference.words is None:                # the same tokens as words: made once per reference
         reference.words = pack_ids(reference.consumed, num_words)
-    words = reference.words.copy()
-    states = np.array([state for state, _ in reference.exits], np.int32)      # this copy's numbering
-    buf = np.empty(2 * n_hits + 3 * n + 4 * (n_exits + n), np.int32)   # scratch, exit rows, their nodes
-    at, rows_at = _at(buf), 4 * (n_hits + 2 * n)
-    rows = native().correct(_at(words), flat.arrays[2], flat.arrays[1], flat.node_hi_at, flat.arrays[0],
-                            len(flat.level_off) - 1, found[3], found[4], n, _at(exits), *index.addresses[:3],
-                            _at(states), *index.addresses[3:], n_hits, n_exits, at, at + rows_at, at + rows_at + 16 * (n_exits + n))
-    glob = buf[n_hits + 2 * n + 4 * (n_exits + n):]
+    w = len(reference.words)
+    # one buffer, one address: the words, this copy's exit states, scratch, exit rows, their nodes
+    buf = np.empty(w + n_exits + 2 * n_hits + 3 * n + 4 * (n_exits + n), np.int32)
+    words = buf[:w].view(np.uint32)
+    words[:] = reference.words
+    buf[w:w + n_exits] = [state for state, _ in reference.exits]
+    at = _at(buf)
+    scratch = w + n_exits
+    rows = scratch + n_hits + 2 * n
+    nodes = rows + 4 * (n_exits + n)
+    count = native().correct(at, flat.arrays[2], flat.arrays[1], flat.node_hi_at, flat.arrays[0],
+                             len(flat.level_off) - 1, found[3], found[4], n, exits_at, *index.addresses[:3],
+                             at + 4 * w, *index.addresses[3:], n_hits, n_exits, at + 4 * scratch, at + 4 * rows,
+                             at + 4 * nodes)
     out = []
-    for state, kept, a, b in buf[n_hits + 2 * n:n_hits + 2 * n + 4 * rows].reshape(-1, 4).tolist():
-        out.append((state, reference.exits[kept][1] if kept >= 0 else Tails.of_global(flat, glob[a:b].copy())))
+    for state, kept, a, b in buf[rows:rows + 4 * count].reshape(-1, 4).tolist():
+        out.append((state, reference.exits[kept][1] if kept >= 0 else
+                    Tails.of_global(flat, buf[nodes + a:nodes + b].copy())))
     return Walk(None, words, sorted(out, key=lambda x: x[0]))
 
 

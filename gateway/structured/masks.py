@@ -147,7 +147,7 @@ class MaskComputer:
         found = self._cached((ALL.key, content, state))
         if found is not None:
             return found
-        if int((rule.dfa.trans[state] >= 0).sum()) <= WIDE and self._counted_at(rule, state) is None:
+        if np.count_nonzero(rule.dfa.trans[state] >= 0) <= WIDE and self._counted_at(rule, state) is None:
             return READ
         return self._walk(rule, state, ALL)
 
@@ -161,7 +161,7 @@ class MaskComputer:
             if counted is not None:
                 layout, offset, c = counted
                 found = counted_walk(self._annotated(tails), layout, offset, c, self.num_words, ids=tails is not ALL)
-            elif tails is ALL and int((trans[state] >= 0).sum()) > WIDE:
+            elif tails is ALL and np.count_nonzero(trans[state] >= 0) > WIDE:
                 found = self._by_difference(rule, state) or self._by_form(rule, state)
             else:
                 found = walk(self.trie, self.num_words, trans, exits, state, tails)
@@ -174,12 +174,13 @@ class MaskComputer:
         under a quarter of the tokens, or the runs differ in too many places."""
         if self._referencing:
             return None
-        trans = np.ascontiguousarray(rule.dfa.trans, np.int32)
-        major = reference_state(self.trie, trans, state)
+        self._rule_key(rule)
+        trans_at, exits_at = self._rules[id(rule)][4:]
+        major = reference_state(self.trie, trans_at, state)
         if major is None or major[0] == state or major[1] < len(self.trie.ids) // 4:
             return None
         g = major[0]
-        found = differences(self.trie, trans, state, g, DIFFERENCES)
+        found = differences(self.trie, trans_at, state, g, DIFFERENCES)
         if found is None:
             return None
         self._referencing = True
@@ -187,7 +188,7 @@ class MaskComputer:
             reference = self._walk(rule, g, ALL)
         finally:
             self._referencing = False
-        return corrected(self.trie, self.num_words, self._rule_key(rule)[1], reference, found)
+        return corrected(self.trie, self.num_words, exits_at, reference, found)
 
     def _by_form(self, rule: Rule, state: int) -> Walk:
         """A wide state's walk from every token as the walk of its reachable form, where a rule
@@ -301,8 +302,9 @@ class MaskComputer:
             named = dfa.digest() if self.content_keys else dfa._digest
             head = b"\0" + named if named is not None else b"\1%d" % id(dfa)
             content = hashlib.blake2b(head + exits.tobytes(), digest_size=16).digest()
-            found = self._rules[id(rule)] = (rule, content, exits)
-        return found[1:]
+            trans = np.ascontiguousarray(dfa.trans, np.int32)                # kept: C reads it by address
+            found = self._rules[id(rule)] = (rule, content, exits, trans, trans.ctypes.data, exits.ctypes.data)
+        return found[1:3]
 
     def _follower_of(self, matcher: Matcher) -> Follower | None:
         """The grammar's C follow (follow_native), made at its first mask; None without a C compiler."""
