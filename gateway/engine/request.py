@@ -59,6 +59,7 @@ class Req:
     arrival: int = 0                         # scheduler step at which it arrived (for aging)
     finish_reason: str | None = None
     runs_ahead: bool = False                 # may decode several steps unseen (engine.decode_window)
+    family: int = 0                          # the scheduler's key of the prompt's opening (admission order)
 
     @property
     def tokens(self) -> list[int]:

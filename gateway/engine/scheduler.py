@@ -13,7 +13,9 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from itertools import chain
 
+import numpy as np
 import torch
 
 from gateway.engine.kv_pool import KVPool, ReqToTokenPool
@@ -55,6 +57,7 @@ class Scheduler:
         self.step_no = 0
         self.retractions = 0
         self.ended: list[Req] = []          # finished by the scheduler itself; the engine reports them
+        self._row_writes: list[tuple[int, int, list[int]]] = []    # (row, start, slots) for `_flush_rows`
         self.min_shared_prefix = 0          # > 0: decode batches carry prefix groups this deep (engine.prefix_groups)
 
     @property
@@ -63,6 +66,9 @@ class Scheduler:
 
     def add(self, req: Req) -> None:
         req.arrival = self.step_no
+        # Requests opening alike are a family (with the namespace). Integer tuples hash the same in every
+        # process, so the order is reproducible; a collision only merges two families' admission order.
+        req.family = hash(tuple(req.prompt_ids[:SHARED_PROBE]))
         self.waiting.append(req)
 
     # ----- building a step -------------------------------------------------------------------
@@ -70,7 +76,9 @@ class Scheduler:
     def schedule(self) -> Batch | None:
         self.step_no += 1
         batch = self._prefill_batch()
-        return batch if batch.reqs else self._decode_batch()
+        batch = batch if batch.reqs else self._decode_batch()
+        self._flush_rows()
+        return batch
 
     def _prefill_batch(self) -> Batch:
         batch, budget = Batch([], [], True), self.chunk_tokens
@@ -84,10 +92,11 @@ class Scheduler:
         admitting = budget > 0 and len(self.prefilling) + len(self.running) < self.max_running \
             and self.req_pool.available > 0
         held = 0                                       # places kept for requests waiting on a sibling's prefill
-        for r in self._admission_order() if admitting else ():   # ordering matches prefixes: not for nothing
+        order, hits = self._admission_order() if admitting else ((), {})   # ordering matches prefixes: not for nothing
+        for r in order:
             if budget <= 0 or len(self.prefilling) + len(self.running) + held >= self.max_running:
                 break
-            if self._prefilled_by_another(r):
+            if self._prefilled_by_another(r, hits):
                 held += 1
                 continue
             ext = self._admit(r, budget)
@@ -98,43 +107,46 @@ class Scheduler:
             budget -= ext
         return batch
 
-    def _admission_order(self) -> list[Req]:
+    def _admission_order(self) -> tuple[list[Req], dict[int, int]]:
         """Aged requests first, then the longest cached prefix, then the largest family of waiting
         requests opening with the same SHARED_PROBE tokens, a family kept together (its first member
         prefills the prefix the rest then find cached, and a decode batch of whole families reads
-        each shared prefix once per family), then arrival."""
+        each shared prefix once per family), then arrival. Also each candidate's cached prefix length
+        by id (nothing enters the tree while a step is built)."""
         ready = [r for r in self.waiting if r.after is None or r.after.prefilled]
         if not self.cache.enabled or len(ready) < 2:
-            return ready[:128]
-        opening = {id(r): (r.namespace, tuple(r.prompt_ids[:SHARED_PROBE])) for r in ready}
-        family = Counter(opening.values())
+            return ready[:128], {}
+        family = Counter((r.namespace, r.family) for r in ready)
 
         def kin(r: Req) -> tuple:
-            key = opening[id(r)]
-            return -family[key], key
+            return -family[r.namespace, r.family], r.family, r.namespace
         aged = {id(r): self.step_no - r.arrival > self.max_wait_steps for r in ready}
         ready = sorted(ready, key=lambda r: (not aged[id(r)], kin(r), r.arrival))[:128]
-        hit = {id(r): self.cache.match_prefix(r.namespace, r.tokens[:-1]).length for r in ready}
+        hit = {id(r): self.cache.match_prefix(r.namespace, r.token_slice(0, r.seq_len - 1)).length for r in ready}
         ready.sort(key=lambda r: (not aged[id(r)], -hit[id(r)], kin(r), r.arrival))
-        return ready
+        return ready, hit
 
-    def _prefilled_by_another(self, r: Req) -> bool:
+    def _prefilled_by_another(self, r: Req, hits: dict[int, int]) -> bool:
         """Whether a request already prefilling computes the next SHARED_PROBE prompt tokens r lacks:
         then r waits, and finds them in the tree once committed, instead of computing them twice."""
         if not self.cache.enabled or not self.prefilling:
             return False
-        end = self.cache.match_prefix(r.namespace, r.tokens[:-1]).length + SHARED_PROBE
+        cached = hits.get(id(r))
+        if cached is None:
+            cached = self.cache.match_prefix(r.namespace, r.token_slice(0, r.seq_len - 1)).length
+        end = cached + SHARED_PROBE
         if end > len(r.prompt_ids):
             return False
-        head = r.prompt_ids[:end]
+        probe = r.prompt_ids[cached:end]            # compared first: most prefilling requests differ there
         return any(q.namespace == r.namespace and len(q.prompt_ids) >= end and q.kv_len < end
-                   and q.prompt_ids[:end] == head for q in self.prefilling)
+                   and q.prompt_ids[cached:end] == probe and q.prompt_ids[:cached] == r.prompt_ids[:cached]
+                   for q in self.prefilling)
 
     def _admit(self, r: Req, budget: int) -> int:
         """Give r a row, its cached prefix and slots for its first chunk; 0 if memory says not now."""
         if self.req_pool.available == 0:
             return 0
-        match = self.cache.match_prefix(r.namespace, r.tokens[:-1])
+        match = self.cache.match_prefix(r.namespace, r.token_slice(0, r.seq_len - 1))
         ext = min(r.seq_len - match.length, budget)
         self.cache.lock(match.node)
         reserve = self.decode_reserve * len(self.running)
@@ -156,6 +168,7 @@ class Scheduler:
     def _decode_batch(self) -> Batch | None:
         """Every running request extends by its uncomputed tokens: one after sampling, more after
         a jump-forward appended a forced stretch."""
+        self._flush_rows()                  # rows committed by the last prefill, before the window's writes
         exts = [len(r.prompt_ids) + len(r.output_ids) - r.kv_len for r in self.running]
         while self.running and self.pool.available + self.cache.evictable_size < sum(exts):
             victims = self.prefilling + self.running
@@ -215,10 +228,23 @@ class Scheduler:
         return True
 
     def _write_row(self, r: Req, start: int, slots: list[int]) -> None:
-        """req_to_token[r.row, start:start + len(slots)] = slots, queued behind the forward in flight
-        (a copy from pageable memory would wait for it); r.slots already holds them."""
+        """req_to_token[r.row, start:start + len(slots)] = slots, before the next forward (`_flush_rows`);
+        r.slots already holds them."""
+        if slots:
+            self._row_writes.append((r.row, start, slots))
+
+    def _flush_rows(self) -> None:
+        """The rows' pending writes as one copy, queued behind the forward in flight (a copy from
+        pageable memory would wait for it): a prefill step writes ~100 rows of thousands of slots."""
+        if not self._row_writes:
+            return
         table = self.req_pool.table
-        table[r.row, start:start + len(slots)] = to_device(slots, torch.int32, table.device)
+        width = table.shape[1]
+        at = np.concatenate([np.arange(row * width + start, row * width + start + len(slots))
+                             for row, start, slots in self._row_writes])
+        values = list(chain.from_iterable(slots for _, _, slots in self._row_writes))
+        self._row_writes.clear()
+        table.view(-1)[to_device(at, torch.int64, table.device)] = to_device(values, torch.int32, table.device)
 
     # ----- after the forward -----------------------------------------------------------------
 
@@ -292,6 +318,7 @@ class Scheduler:
     def check_integrity(self, pending: Batch | None = None) -> None:
         """Every slot is free, cached or owned by exactly one request; `pending` is a batch whose
         slots are allocated but whose forward has not been committed yet."""
+        self._flush_rows()
         owned = self.owned_slots()
         if pending is not None:
             for r, ext in zip(pending.reqs, pending.extend_lens):
