@@ -16,18 +16,11 @@ import sys
 
 import torch
 
-from loadtest.kernel_bench import graph_time
+from loadtest.kernel_bench import copy_bandwidth, graph_time
 
 SHAPES = {"llama-3.2-1b": dict(hidden=2048, inter=8192, heads=32, kv_heads=8, dim=64),
           "llama-3.1-8b": dict(hidden=4096, inter=14336, heads=32, kv_heads=8, dim=128)}
 L2_BEATEN = 256 << 20
-
-
-def copy_gbs() -> float:
-    src = torch.empty(1 << 30, dtype=torch.uint8, device="cuda")
-    dst = torch.empty_like(src)
-    seconds = graph_time([lambda: dst.copy_(src)], repeats=20)
-    return 2 * (1 << 30) / seconds / 1e9
 
 
 def products(s: dict):
@@ -103,8 +96,9 @@ def main() -> None:
     args = ap.parse_args()
     if not torch.cuda.is_available():
         sys.exit("gemv_bench times GPU kernels and needs a CUDA device.")
-    bandwidth = copy_gbs()
-    print(f"{torch.cuda.get_device_name()}: copy bandwidth {bandwidth:.0f} GB/s (1 GiB, read + write)")
+    bandwidth = copy_bandwidth()
+    print(f"{torch.cuda.get_device_name()}: copy bandwidth {bandwidth:.0f} GB/s (1 GiB, read + write; "
+          "loadtest.kernel_bench.copy_bandwidth)")
     for shape in args.shapes:
         bench(shape, bandwidth, args.sweep)
 
