@@ -186,8 +186,10 @@ def reachable_form(trans: np.ndarray, exits: np.ndarray, state: int, limit: int 
         renumber = np.full(len(trans) + 1, -1, np.int32)          # renumber[-1] stays -1: no transition
         renumber[old] = np.arange(len(old), dtype=np.int32)
     form_trans, form_exits = renumber[trans[old]], exits[old]
-    key = hashlib.blake2b(form_trans.tobytes() + form_exits.tobytes(), digest_size=16).digest()
-    return key, form_trans, form_exits, old
+    narrow = np.uint8 if len(old) < 255 else np.uint16 if len(old) < 65535 else np.int32   # fewer bytes to hash
+    h = hashlib.blake2b((form_trans + 1).astype(narrow), digest_size=16)
+    h.update(form_exits)
+    return h.digest(), form_trans, form_exits, old
 
 
 def reachable_order(trans: np.ndarray, state: int, limit: int) -> np.ndarray | None:

@@ -95,3 +95,16 @@ def test_threads_sharing_a_grammar(table):
     for k in (0, 1):
         for m, w in zip(got[k], want[k::2] * 3):
             np.testing.assert_array_equal(m, w)
+
+
+@pytest.mark.parametrize("case", range(len(CASES)))
+def test_flat_grammar_calls_in_c_equal_the_numpy_sort(case, monkeypatch):
+    """The C CSR of a grammar's calls (flat_grammar) is numpy's stable sort of them, flags included."""
+    from gateway.structured import flat_grammar
+    grammar = compile_json_schema(CASES[case][0])
+    native = flat_grammar.FlatGrammar(grammar)
+    monkeypatch.setattr(flat_grammar, "_dll", [None])
+    plain = flat_grammar.FlatGrammar(grammar)
+    assert len(native.call_rule) > 3
+    for name in ("call_off", "call_rule", "call_ret", "flags", "base"):
+        np.testing.assert_array_equal(getattr(native, name), getattr(plain, name), err_msg=name)
