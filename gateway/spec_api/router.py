@@ -98,10 +98,14 @@ class Router:
         return blake2b(f"{req.model}\x00{start}".encode(), digest_size=8).digest()
 
     def pick(self, req: GenerateRequest, tried: dict[str, int], now: float) -> Member | None:
-        serving = [m for m in self.members if (req.model is None or req.model in m.models)
-                   and m.blocked_until <= now and m.breaker.usable()]
-        pool = [m for m in serving if m.name not in tried] or \
-               [m for m in serving if tried[m.name] <= m.max_retries]
+        fresh, again = [], []                           # serving it now: not tried yet, tried but retryable
+        for m in self.members:
+            if (req.model is None or req.model in m.models) and m.blocked_until <= now and m.breaker.usable():
+                if m.name not in tried:
+                    fresh.append(m)
+                elif tried[m.name] <= m.max_retries:
+                    again.append(m)
+        pool = fresh or again
         if len(pool) <= 1:
             return pool[0] if pool else None
         self.turn += 1                                  # ties rotate, so an idle pool shares the load

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import random
+import re
 
 import pytest
 
@@ -38,3 +40,12 @@ def test_refuses_what_the_stdlib_refuses(raw):
                                  {1: "int key"}, {"big": 2 ** 70}, []])
 def test_writes_compact_utf8_as_the_stdlib_would(obj):
     assert jsonio.dumps(obj) == json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def test_a_run_of_twenty_digits_is_found_as_the_regular_expression_finds_it():
+    rng = random.Random(0)
+    pattern = re.compile(rb"[0-9]{20}")
+    for _ in range(2000):
+        data = bytes(rng.choice(b"0123456789 /:a\x00\xff") for _ in range(rng.randrange(0, 60)))
+        assert jsonio.long_digits(data) == (pattern.search(data) is not None), data
+        assert jsonio.long_digits(data.decode("latin-1")) == (pattern.search(data) is not None)
