@@ -19,6 +19,7 @@ from __future__ import annotations
 import ctypes
 import os
 import threading
+from itertools import chain
 
 import numpy as np
 
@@ -271,7 +272,7 @@ class Follower:
     def follow(self, words: np.ndarray, configs: list, seeds: list[int]) -> None:
         """OR into words (uint32, in place) every token the seeds' nodes read on to the end of."""
         dll = native()
-        frames = [x for c in configs for f in c for x in f]
+        frames = list(chain.from_iterable(chain.from_iterable(configs)))
         buf = getattr(_local, "buffers", None) or Buffers()
         buf.inputs(len(frames), len(configs), len(seeds))
         buf.frames_in[:len(frames)] = frames

@@ -125,8 +125,7 @@ class MaskComputer:
             elif len(w.consumed):
                 small.append(w.consumed)
             for exit_state, rest in w.exits:
-                nodes = rest.global_nodes(flat)
-                seeds += (i, exit_state, LEAVE, nodes.__array_interface__["data"][0], len(nodes))
+                seeds += (i, exit_state, LEAVE, *rest.global_address(flat))
         if seeds:
             follower.follow(words, configs, seeds)
         if small:

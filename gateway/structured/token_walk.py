@@ -29,11 +29,12 @@ class Tails:
     (equal tails from different walks share walks) and its global nodes (walk_native.FlatTrie), as
     follow_native reads them. Made from either; the others are worked out when first asked for
     (the C follow asks only for the global nodes)."""
-    __slots__ = ("_roots", "_key", "_flat", "_level_off")
+    __slots__ = ("_roots", "_key", "_flat", "_level_off", "_address")
 
     def __init__(self, roots: dict[int, np.ndarray] | None = None, key: bytes = b"", flat: np.ndarray | None = None,
                  level_off: np.ndarray | None = None):
         self._roots, self._key, self._flat, self._level_off = roots, key, flat, level_off
+        self._address = 0
 
     @classmethod
     def of_global(cls, flat, nodes: np.ndarray) -> "Tails":
@@ -70,6 +71,12 @@ class Tails:
         if self._flat is None:
             self._flat = np.concatenate([flat.level_off[d] + nodes for d, nodes in self._roots.items()]).astype(np.int32)
         return self._flat
+
+    def global_address(self, flat) -> tuple[int, int]:
+        """(address, count) of the global nodes, as a C follow seed names them (kept)."""
+        if not self._address:
+            self._address = self.global_nodes(flat).ctypes.data
+        return self._address, len(self._flat)
 
 
 ALL = Tails({0: np.zeros(1, np.int64)}, key=b"all")       # every token, from its first byte
