@@ -61,8 +61,10 @@ class Cycle:
 
     def wake(self) -> None:
         waiter = self.waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        if waiter is not None:
+            self.waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
 
     def lost(self) -> None:
         """The connection is gone: nothing more is written; a waiting receive hears the hang-up."""
@@ -96,11 +98,11 @@ class Cycle:
         return {"type": "http.request", "body": data, "more_body": more}
 
     async def arrival(self) -> None:
-        self.waiter = self.protocol.loop.create_future()
-        try:
-            await self.waiter
-        finally:
-            self.waiter = None
+        """Until the next wake; receives waiting at once (a listener beside a reader) share it, and a
+        cancelled one leaves it to the others."""
+        if self.waiter is None:
+            self.waiter = self.protocol.loop.create_future()
+        await asyncio.shield(self.waiter)
 
     async def send(self, message: dict) -> None:
         protocol = self.protocol

@@ -71,6 +71,12 @@ async def app(scope, receive, send):
         await send({"type": "http.response.body", "body": body})
     elif path == "/hang-up":                    # the next receive after the body: the hang-up
         heard.append((await receive())["type"])
+    elif path == "/hang-up-twice":              # two receives waiting at once, one of them given up
+        given_up = asyncio.ensure_future(receive())
+        both = asyncio.gather(receive(), receive())
+        await asyncio.sleep(0)
+        given_up.cancel()
+        heard.extend(m["type"] for m in await both)
     elif path == "/client":                     # who the app thinks the client is
         answer = f"{scope['client'][0]} {scope['scheme']}".encode()
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"%d" % len(answer))]})
@@ -367,6 +373,19 @@ def test_a_hang_up_is_heard_by_a_waiting_receive():
         protocol.connection_lost(None)
         await turns()
         assert heard == ["http.disconnect"]
+    asyncio.run(main())
+
+
+def test_receives_waiting_at_once_all_hear_the_hang_up():
+    async def main():
+        transport = Transport()
+        protocol = connected(transport)
+        heard.clear()
+        protocol.data_received(post("/hang-up-twice"))
+        await turns()
+        protocol.connection_lost(None)
+        await turns()
+        assert heard == ["http.disconnect", "http.disconnect"]
     asyncio.run(main())
 
 
