@@ -70,6 +70,7 @@ class MaskComputer:
         self._masks: OrderedDict[tuple, tuple[Grammar, np.ndarray]] = OrderedDict()
         self._walks: OrderedDict[tuple, Walk] = OrderedDict()
         self._rules: dict[int, tuple] = {}     # id(rule) -> (rule, content key, exits)
+        self._native: dict[int, tuple] = {}    # id(rule) -> (rule, its arrays and their addresses)
         self._forms: dict[tuple[int, int], tuple] = {}     # (id(rule), state) -> (rule, reachable form)
         self._leaves: OrderedDict[int, tuple[Grammar, dict, dict, dict]] = OrderedDict()
         self._counted: dict[int, tuple] = {}          # id(rule) -> (rule, [(layout, offset)] checked)
@@ -141,12 +142,17 @@ class MaskComputer:
         """A stack's top walk from every token: the cached walk where there is one, a new one where
         the state is wide or counted (first_byte_split and counted_walk reuse shared walks), else
         READ: the C follow reads the trie from the root with the stack itself, which for the few
-        first bytes of a narrow state costs less than making a walk to cache."""
+        first bytes of a narrow state costs less than making a walk to cache. A narrow state of a rule
+        keyed by identity has no walk to find (only wide, counted and reference states are walked
+        from every token), so it reads at once, without the rule's key."""
+        narrow = np.count_nonzero(rule.dfa.trans[state] >= 0) <= WIDE
+        if narrow and not (self.content_keys or rule.dfa._digest is not None) and self._counted_at(rule, state) is None:
+            return READ
         content = self._rule_key(rule)[0]
         found = self._cached((ALL.key, content, state))
         if found is not None:
             return found
-        if np.count_nonzero(rule.dfa.trans[state] >= 0) <= WIDE and self._counted_at(rule, state) is None:
+        if narrow and self._counted_at(rule, state) is None:
             return READ
         return self._walk(rule, state, ALL)
 
@@ -173,8 +179,7 @@ class MaskComputer:
         under a quarter of the tokens, or the runs differ in too many places."""
         if self._referencing:
             return None
-        self._rule_key(rule)
-        trans_at, exits_at = self._rules[id(rule)][4:]
+        trans_at, exits_at = self._addresses(rule)
         major = reference_state(self.trie, trans_at, state)
         if major is None or major[0] == state or major[1] < len(self.trie.ids) // 4:
             return None
@@ -217,7 +222,7 @@ class MaskComputer:
         strings (a plain string's body walks as any state does: its walks are the blocks')."""
         found = self._counted.get(id(rule))
         if found is None or found[0] is not rule:
-            exits = self._rule_key(rule)[1]
+            exits = self._rule_key(rule)[1] if rule.dfa.counted else None
             blocks = []
             for offset, lo, hi in rule.dfa.counted:
                 if (lo, hi) != (0, None):
@@ -296,14 +301,23 @@ class MaskComputer:
         found = self._rules.get(id(rule))
         if found is None or found[0] is not rule:
             exits = rule.dfa.accept.copy()
-            exits[list(rule.calls)] = True
+            exits[np.fromiter(rule.calls, np.intp, len(rule.calls))] = True
             dfa = rule.dfa
             named = dfa.digest() if self.content_keys else dfa._digest
             head = b"\0" + named if named is not None else b"\1%d" % id(dfa)
             content = hashlib.blake2b(head + exits.tobytes(), digest_size=16).digest()
-            trans = np.ascontiguousarray(dfa.trans, np.int32)                # kept: C reads it by address
-            found = self._rules[id(rule)] = (rule, content, exits, trans, trans.ctypes.data, exits.ctypes.data)
-        return found[1:3]
+            found = self._rules[id(rule)] = (rule, content, exits)
+        return found[1:]
+
+    def _addresses(self, rule: Rule) -> tuple[int, int]:
+        """The addresses of the rule's int32 table and of its exit points as bytes, for the C
+        difference walk (kept with the arrays they point into)."""
+        found = self._native.get(id(rule))
+        if found is None or found[0] is not rule:
+            exits = self._rule_key(rule)[1]
+            trans = np.ascontiguousarray(rule.dfa.trans, np.int32)
+            found = self._native[id(rule)] = (rule, trans, exits, trans.ctypes.data, exits.ctypes.data)
+        return found[3:]
 
     def _follower_of(self, matcher: Matcher) -> Follower | None:
         """The grammar's C follow (follow_native), made at its first mask; None without a C compiler."""
