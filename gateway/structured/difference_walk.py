@@ -22,7 +22,7 @@ import numpy as np
 
 from gateway.structured.token_trie import TokenTrie
 from gateway.structured.token_walk import Tails, Walk, or_ids, pack_ids
-from gateway.structured.walk_native import compiled
+from gateway.structured.walk_native import address, compiled
 
 SOURCE = r"""
 #include <stdint.h>
@@ -235,8 +235,7 @@ def corrected(trie: TokenTrie, num_words: int, exits_at: int, reference: Walk, f
     return Walk(None, words, sorted(out, key=lambda x: x[0]))
 
 
-def _at(a: np.ndarray) -> int:
-    return a.__array_interface__["data"][0]
+_at = address
 
 
 @dataclass(slots=True)

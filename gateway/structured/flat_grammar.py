@@ -10,11 +10,7 @@ from itertools import chain
 import numpy as np
 
 from gateway.structured.grammar import Grammar
-from gateway.structured.walk_native import compiled
-
-
-def address(a: np.ndarray) -> int:
-    return a.__array_interface__["data"][0]
+from gateway.structured.walk_native import address, compiled
 
 
 class FlatGrammar:

@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 
-from gateway.structured.walk_native import compiled
+from gateway.structured.walk_native import address, compiled
 
 SOURCE = r"""
 #include <stdint.h>
@@ -57,6 +57,5 @@ def reach(trans: np.ndarray, state: int, limit: int) -> tuple[np.ndarray, np.nda
     trans = np.ascontiguousarray(trans, np.int32)
     order = np.empty(limit, np.int32)
     renumber = np.full(len(trans) + 1, -1, np.int32)
-    n = dll.reach(trans.__array_interface__["data"][0], state, limit, order.__array_interface__["data"][0],
-                  renumber.__array_interface__["data"][0])
+    n = dll.reach(address(trans), state, limit, address(order), address(renumber))
     return None if n < 0 else (order[:n].astype(np.int64), renumber)

@@ -43,8 +43,9 @@ from gateway.structured.token_walk import (
     walk,
 )
 from gateway.structured.tokens import TokenTable
+from gateway.structured.walk_native import address
 
-ROOT_ADDRESS = ROOT.__array_interface__["data"][0]
+ROOT_ADDRESS = address(ROOT)
 DIFFERENCES = 4096          # differing nodes past which a wide state is split by first byte instead
 TOP = b"top"                # memo key of a stack's top walk, or READ (MaskComputer._top_walk)
 
@@ -316,7 +317,7 @@ class MaskComputer:
         if found is None or found[0] is not rule:
             exits = self._rule_key(rule)[1]
             trans = np.ascontiguousarray(rule.dfa.trans, np.int32)
-            found = self._native[id(rule)] = (rule, trans, exits, trans.ctypes.data, exits.ctypes.data)
+            found = self._native[id(rule)] = (rule, trans, exits, address(trans), address(exits))
         return found[3:]
 
     def _follower_of(self, matcher: Matcher) -> Follower | None:

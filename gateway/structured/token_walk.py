@@ -19,7 +19,7 @@ import numpy as np
 
 from gateway.structured import form_native
 from gateway.structured.token_trie import TokenTrie, runs
-from gateway.structured.walk_native import walk_native
+from gateway.structured.walk_native import address, walk_native
 
 PACK_ABOVE = 512            # consumed sets larger than this are kept as bitmask words, ready to OR
 
@@ -75,7 +75,7 @@ class Tails:
     def global_address(self, flat) -> tuple[int, int]:
         """(address, count) of the global nodes, as a C follow seed names them (kept)."""
         if not self._address:
-            self._address = self.global_nodes(flat).ctypes.data
+            self._address = address(self.global_nodes(flat))
         return self._address, len(self._flat)
 
 
