@@ -6,11 +6,14 @@ each state on a declared key's prefix, almost every byte leads to the same state
 string's body (the reference), and only the bytes that go on along a declared key lead elsewhere.
 Runs from both states over the trie are then in the same state below every node but a few, and where
 two runs are in the same state their subtrees read alike (the same tokens, the same exits, numbered
-alike: one rule). So the walk from the state is the reference's walk (cached: made once per rule)
+alike: one rule). So the walk from the state is the reference's walk (cached: made once per rule,
+and found by its reachable form, masks._by_form: once per tokenizer for the other keys' string body)
 with the nodes where the runs differ put right: their own tokens and exit hits are the state's,
 and where the state's run dies and the reference's goes on, the subtree is cut out. Finding those
 nodes is a depth-first pass in C that descends only where the runs differ; past `limit` of them
-the caller walks another way (first_byte_split).
+the caller walks another way (first_byte_split). Putting them right is a second C pass: the words,
+and the exits as rows over the reference's hits indexed once, so a new key state costs two C calls
+and a few Python objects (~30 µs), not a Python edit of its tails (~0.6 ms before).
 """
 from __future__ import annotations
 

@@ -7,8 +7,11 @@ do not depend on the stack, so they are cached by content and shared by every sc
 the mask computer (the building blocks' once per tokenizer: block_walks); what a new stack set costs
 is the Python that follows its stacks through cached walks, then an OR of bitmask words. Whole masks
 are cached, packed, by stack set. A counted string's body walks as the plain string's walk filtered
-by the characters left (counted_walks), so its counts share one walk; a state taking most first
-bytes is put together from walks after the first byte (token_walk.first_byte_split).
+by the characters left (counted_walks), so its counts share one walk. A state taking most first
+bytes is the walk of the state most of them lead to, put right where the two differ
+(difference_walk); failing that, the walk of its reachable form, which rules that go on alike share
+(the other keys' string body of every object: the building blocks' walk), or one put together from
+walks after the first byte (token_walk.first_byte_split).
 """
 from __future__ import annotations
 
