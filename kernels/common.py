@@ -44,3 +44,18 @@ def num_sms(device: torch.device) -> int:
     if device.type != "cuda":
         return 8
     return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+try:
+    from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait   # noqa: F401  (for the kernels)
+except ImportError:             # a Triton without grid dependency control
+    gdc_launch_dependents = gdc_wait = None
+
+USE_PDL = True      # switch for A/B measurements (loadtest); tests run both ways
+
+
+def pdl(device: torch.device) -> bool:
+    """Whether kernels on `device` launch as programmatic dependents (PDL, sm_90+): such a kernel starts
+    while the one before it finishes, does what does not depend on it, then waits (`gdc_wait`) for it.
+    Launch with `launch_pdl=True` and pass the result as the kernel's PDL constexpr."""
+    return USE_PDL and gdc_wait is not None and not interpreting() and capability(device) >= 90

@@ -5,6 +5,8 @@ kv head read each K/V tile once and reduce their chunk of the sequence to a part
 log-sum-exp. Stage 2 merges a sequence's splits. The launch grid depends only on the batch size and
 `max_splits`; how many splits a sequence actually uses is computed from `seq_lens` on the device by
 stage 1 and handed to stage 2, so one grid serves every length and a captured CUDA graph stays valid.
+On sm_90 both stages launch as programmatic dependents (kernels.common.pdl): each starts while the
+kernel before it ends and waits for it before reading anything.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import triton
 import triton.language as tl
 
 from kernels.attention_ref import decode_attention_ref  # noqa: F401  (its reference, beside it)
-from kernels.common import dot_in_f32, dot_precision, num_sms
+from kernels.common import dot_in_f32, dot_precision, gdc_launch_dependents, gdc_wait, num_sms, pdl
 from kernels.shared_prefix import MAX_SPLITS as PREFIX_SPLITS
 from kernels.shared_prefix import SharedPrefixes, shared_prefix_splits
 
@@ -31,7 +33,11 @@ def _decode_split_kernel(
     GROUP: tl.constexpr, HEAD_BLOCKS: tl.constexpr, D: tl.constexpr, D_P2: tl.constexpr,
     BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr, MAX_SPLITS: tl.constexpr, MIN_SPLIT: tl.constexpr,
     HAS_STARTS: tl.constexpr, HAS_WINDOW: tl.constexpr, DOT_F32: tl.constexpr, PRECISION: tl.constexpr,
+    PDL: tl.constexpr,
 ):
+    if PDL:             # launched while the kernel before (the one storing q and this token's K/V) ends
+        gdc_launch_dependents()
+        gdc_wait()
     b = tl.program_id(0).to(tl.int64)
     kv_head = tl.program_id(1) // HEAD_BLOCKS
     in_group = (tl.program_id(1) % HEAD_BLOCKS) * BLOCK_H + tl.arange(0, BLOCK_H)
@@ -100,7 +106,11 @@ def _decode_split_kernel(
 def _decode_merge_kernel(
     PartO, PartLse, NumSplits, PrefixSplits, Out, stride_ob, stride_oh, prefix_base,
     D: tl.constexpr, D_P2: tl.constexpr, SPLIT_STRIDE: tl.constexpr, HAS_PREFIX: tl.constexpr,
+    PDL: tl.constexpr,
 ):
+    if PDL:
+        gdc_launch_dependents()
+        gdc_wait()
     b = tl.program_id(0).to(tl.int64)
     h = tl.program_id(1)
     n_splits = tl.load(NumSplits + b)
@@ -162,6 +172,8 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
     assert out.shape == q.shape and out.stride(2) == 1
     if batch == 0:
         return out
+    dependent = pdl(q.device)
+    launch = {"launch_pdl": True} if dependent else {}
     if shared is not None:
         shared_prefix_splits(q, k_cache, v_cache, token_table, shared, part_o, part_lse, max_splits, scale * LOG2E)
     _decode_split_kernel[(batch, kv_heads * head_blocks, max_splits)](
@@ -173,11 +185,11 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
         GROUP=group, HEAD_BLOCKS=head_blocks, D=dim, D_P2=d_p2, BLOCK_H=block_h, BLOCK_N=BLOCK_N,
         MAX_SPLITS=max_splits, MIN_SPLIT=MIN_SPLIT, HAS_STARTS=shared is not None,
         HAS_WINDOW=window is not None, DOT_F32=dot_in_f32(q.dtype), PRECISION=dot_precision(q.dtype),
-        num_warps=4, num_stages=2,
+        PDL=dependent, num_warps=4, num_stages=2, **launch,
     )
     _decode_merge_kernel[(batch, heads)](
         part_o, part_lse, num_splits, shared.prefix_splits if shared is not None else num_splits, out,
         out.stride(0), out.stride(1), max_splits,
-        D=dim, D_P2=d_p2, SPLIT_STRIDE=stride, HAS_PREFIX=shared is not None, num_warps=4,
+        D=dim, D_P2=d_p2, SPLIT_STRIDE=stride, HAS_PREFIX=shared is not None, PDL=dependent, num_warps=4, **launch,
     )
     return out

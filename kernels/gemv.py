@@ -14,6 +14,8 @@ The rounding points are those of the unfused modules (models.layers, kernels.rms
 kv_store / activation): the product is accumulated in float32 and rounded to the activation dtype,
 then each step of the epilogue rounds where the module it replaces rounds. Only the products' summation
 order differs from cuBLAS's. References: the `*_ref` functions, built from those modules' references.
+On sm_90 each product launches as a programmatic dependent (kernels.common.pdl): its first weight
+tiles are read while the kernel before it still runs, and only then does it wait for that kernel.
 
 One program owns BLOCK rows of each of two row sets that its epilogue pairs: the two halves of a head
 for RoPE (rows r and r + head_dim / 2), a gate row and its up row, or plain consecutive rows. Row r of
@@ -26,7 +28,7 @@ import triton
 import triton.language as tl
 from triton.language.extra import libdevice
 
-from kernels.common import interpreting
+from kernels.common import gdc_launch_dependents, gdc_wait, interpreting, pdl
 from kernels.kv_store import kv_store_ref
 from kernels.rmsnorm import add_rmsnorm_ref
 from kernels.rope import rope_qk_ref
@@ -46,37 +48,60 @@ def _rms_scale(X, K: tl.constexpr, BK: tl.constexpr, eps):
 
 
 @triton.jit
+def _weight_tiles(W, rows_a, rows_b, row_ok, kk, K: tl.constexpr, EVEN: tl.constexpr):
+    """W's [BLOCK, BK] tiles of both row sets at columns kk."""
+    if EVEN:        # no masks: whole tiles, so the loads vectorise
+        wa = tl.load(W + rows_a.to(tl.int64)[:, None] * K + kk[None, :])
+        wb = tl.load(W + rows_b.to(tl.int64)[:, None] * K + kk[None, :])
+    else:
+        ok = row_ok[:, None] & (kk < K)[None, :]
+        wa = tl.load(W + rows_a.to(tl.int64)[:, None] * K + kk[None, :], mask=ok, other=0.0)
+        wb = tl.load(W + rows_b.to(tl.int64)[:, None] * K + kk[None, :], mask=ok, other=0.0)
+    return wa, wb
+
+
+@triton.jit
+def _input_chunk(X, NormW, kk, K: tl.constexpr, scale, NORM: tl.constexpr):
+    """x[kk] as float32 [1, BK]; with NORM, RMSNorm'd as kernels.rmsnorm: normalised in float32,
+    rounded, times the weight, rounded."""
+    k_ok = kk < K
+    x = tl.load(X + kk, mask=k_ok, other=0.0)
+    if NORM:
+        nw = tl.load(NormW + kk, mask=k_ok, other=0.0)
+        x = (nw.to(tl.float32) * (x.to(tl.float32) * scale).to(x.dtype).to(tl.float32)).to(x.dtype)
+    return x.to(tl.float32)[None, :]
+
+
+@triton.jit
 def _gemv_kernel(
     X, W, Bias, NormW, Out, Res, Positions, InvFreq, KCache, VCache, Slots,
     eps, stride_ks, stride_kh, stride_vs, stride_vh,
     K: tl.constexpr, SUB: tl.constexpr, P: tl.constexpr, STRIDE: tl.constexpr, OFFSET: tl.constexpr,
     BLOCK: tl.constexpr, BK: tl.constexpr, EVEN: tl.constexpr, NORM: tl.constexpr, HAS_BIAS: tl.constexpr,
     EPILOGUE: tl.constexpr, QH: tl.constexpr, KVH: tl.constexpr, D: tl.constexpr, PRECISE_TRIG: tl.constexpr,
+    PDL: tl.constexpr,
 ):
     group = tl.program_id(0) // P
     part = (tl.program_id(0) % P) * BLOCK + tl.arange(0, BLOCK)
     row_ok = part < SUB
     rows_a = group * STRIDE + part
     rows_b = rows_a + OFFSET
+    # The first weight tiles are read before waiting on the kernel before (weights never depend on it):
+    # launched as a programmatic dependent (PDL), this product's first reads overlap that kernel's tail.
+    wa, wb = _weight_tiles(W, rows_a, rows_b, row_ok, tl.arange(0, BK), K, EVEN)
+    if PDL:
+        gdc_launch_dependents()
+        gdc_wait()          # x, the residual and the caches are the kernels before's: read after this
+    scale = 1.0
     if NORM:
         scale = _rms_scale(X, K, BK, eps)
-    acc_a = tl.zeros([BLOCK, BK], tl.float32)
-    acc_b = tl.zeros([BLOCK, BK], tl.float32)
-    for k0 in range(0, K, BK):
+    xf = _input_chunk(X, NormW, tl.arange(0, BK), K, scale, NORM)
+    acc_a = wa.to(tl.float32) * xf
+    acc_b = wb.to(tl.float32) * xf
+    for k0 in range(BK, K, BK):
         kk = k0 + tl.arange(0, BK)
-        k_ok = kk < K
-        x = tl.load(X + kk, mask=k_ok, other=0.0)
-        if NORM:        # as kernels.rmsnorm: normalised in float32, rounded, times the weight, rounded
-            nw = tl.load(NormW + kk, mask=k_ok, other=0.0)
-            x = (nw.to(tl.float32) * (x.to(tl.float32) * scale).to(x.dtype).to(tl.float32)).to(x.dtype)
-        xf = x.to(tl.float32)[None, :]
-        if EVEN:        # no masks: whole tiles, so the loads vectorise
-            wa = tl.load(W + rows_a.to(tl.int64)[:, None] * K + kk[None, :])
-            wb = tl.load(W + rows_b.to(tl.int64)[:, None] * K + kk[None, :])
-        else:
-            ok = row_ok[:, None] & k_ok[None, :]
-            wa = tl.load(W + rows_a.to(tl.int64)[:, None] * K + kk[None, :], mask=ok, other=0.0)
-            wb = tl.load(W + rows_b.to(tl.int64)[:, None] * K + kk[None, :], mask=ok, other=0.0)
+        wa, wb = _weight_tiles(W, rows_a, rows_b, row_ok, kk, K, EVEN)
+        xf = _input_chunk(X, NormW, kk, K, scale, NORM)
         acc_a += wa.to(tl.float32) * xf
         acc_b += wb.to(tl.float32) * xf
     ya = tl.sum(acc_a, 1)
@@ -142,13 +167,14 @@ def _launch(x, w, epilogue, *, sub, groups, stride, offset, norm=None, bias=None
     positions, inv_freq = rope if rope is not None else (dummy, dummy)
     k_cache, v_cache, slots = kv if kv is not None else (dummy[None, None], dummy[None, None], dummy)
     nw, eps = norm if norm is not None else (dummy, 0.0)
+    dependent = pdl(x.device)
     _gemv_kernel[(groups * p,)](
         x, w, bias if bias is not None else dummy, nw, out if out is not None else dummy,
         res if res is not None else dummy, positions, inv_freq, k_cache, v_cache, slots,
         eps, k_cache.stride(0), k_cache.stride(1), v_cache.stride(0), v_cache.stride(1),
         K=k, SUB=sub, P=p, STRIDE=stride, OFFSET=offset, BLOCK=block, BK=bk, EVEN=k % bk == 0 and sub % block == 0, NORM=norm is not None,
         HAS_BIAS=bias is not None, EPILOGUE=epilogue, QH=qh, KVH=kvh, D=d, PRECISE_TRIG=not interpreting(),
-        num_warps=num_warps,
+        PDL=dependent, num_warps=num_warps, **({"launch_pdl": True} if dependent else {}),
     )
 
 

@@ -34,6 +34,7 @@ def decode_three(path, dtype: str, fused: bool, graphs: bool = False):
 
 @pytest.mark.parametrize("name", ["llama", "qwen2", "mistral"])
 def test_fused_decode_gives_the_general_paths_logits(model_dirs, name, monkeypatch):
+    import kernels.common
     import kernels.gemv
     calls = []
     original = kernels.gemv.norm_gemv_rope_store
@@ -51,6 +52,11 @@ def test_fused_decode_gives_the_general_paths_logits(model_dirs, name, monkeypat
         if ON_GPU:
             replayed, _, _ = decode_three(model_dirs[name], dtype, fused=True, graphs=True)
             torch.testing.assert_close(replayed, logits, atol=tol, rtol=tol)
+            # Launched as programmatic dependents (sm_90) or plainly: the same arithmetic, bit for bit.
+            monkeypatch.setattr(kernels.common, "USE_PDL", False)
+            plain, _, _ = decode_three(model_dirs[name], dtype, fused=True, graphs=True)
+            monkeypatch.setattr(kernels.common, "USE_PDL", True)
+            assert torch.equal(plain, replayed)
 
 
 def test_per_head_qk_norm_keeps_the_general_path(model_dirs):
