@@ -65,12 +65,9 @@ class AttentionBackend(ABC):
 
     def stored_decode_target(self, layer: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
         """(k_cache, v_cache, out_slots) of `layer` when this forward is a decode whose new K/V a fused
-        kernel may store itself and then call `attend_stored`; None where the backend must store it."""
+        kernel may store itself; None where the backend must store it. A backend that returns a target
+        also has `attend_stored(q, layer, scale, window)`: `forward` without the store."""
         return None
-
-    def attend_stored(self, q: torch.Tensor, layer: int, scale: float, window: int | None = None) -> torch.Tensor:
-        """`forward` of a decode without its store: the new K/V is already at `meta.out_slots`."""
-        raise NotImplementedError(f"{type(self).__name__} stores K/V itself")
 
     @abstractmethod
     def prepare(self, meta: AttentionMetadata) -> None:
