@@ -78,7 +78,7 @@ def _gemv_kernel(
     eps, stride_ks, stride_kh, stride_vs, stride_vh,
     K: tl.constexpr, SUB: tl.constexpr, P: tl.constexpr, STRIDE: tl.constexpr, OFFSET: tl.constexpr,
     BLOCK: tl.constexpr, BK: tl.constexpr, EVEN: tl.constexpr, NORM: tl.constexpr, HAS_BIAS: tl.constexpr,
-    EPILOGUE: tl.constexpr, QH: tl.constexpr, KVH: tl.constexpr, D: tl.constexpr, PRECISE_TRIG: tl.constexpr,
+    EPILOGUE: tl.constexpr, QH: tl.constexpr, KVH: tl.constexpr, PRECISE_TRIG: tl.constexpr,
     PDL: tl.constexpr,
 ):
     group = tl.program_id(0) // P
@@ -157,7 +157,7 @@ def _config(rows: int, k: int) -> tuple[int, int, int]:
 
 
 def _launch(x, w, epilogue, *, sub, groups, stride, offset, norm=None, bias=None, out=None, res=None,
-            rope=None, kv=None, qh=0, kvh=0, d=0, block=None, bk=None, num_warps=None):
+            rope=None, kv=None, qh=0, kvh=0, block=None, bk=None, num_warps=None):
     k = x.shape[-1]
     assert x.is_contiguous() and w.is_contiguous() and w.shape[1] == k and x.numel() == k
     dblock, dbk, dwarps = _config(w.shape[0], k)
@@ -172,8 +172,9 @@ def _launch(x, w, epilogue, *, sub, groups, stride, offset, norm=None, bias=None
         x, w, bias if bias is not None else dummy, nw, out if out is not None else dummy,
         res if res is not None else dummy, positions, inv_freq, k_cache, v_cache, slots,
         eps, k_cache.stride(0), k_cache.stride(1), v_cache.stride(0), v_cache.stride(1),
-        K=k, SUB=sub, P=p, STRIDE=stride, OFFSET=offset, BLOCK=block, BK=bk, EVEN=k % bk == 0 and sub % block == 0, NORM=norm is not None,
-        HAS_BIAS=bias is not None, EPILOGUE=epilogue, QH=qh, KVH=kvh, D=d, PRECISE_TRIG=not interpreting(),
+        K=k, SUB=sub, P=p, STRIDE=stride, OFFSET=offset, BLOCK=block, BK=bk,
+        EVEN=k % bk == 0 and sub % block == 0, NORM=norm is not None, HAS_BIAS=bias is not None,
+        EPILOGUE=epilogue, QH=qh, KVH=kvh, PRECISE_TRIG=not interpreting(),
         PDL=dependent, num_warps=num_warps, **({"launch_pdl": True} if dependent else {}),
     )
 
@@ -182,9 +183,8 @@ def gemv_add_residual(x: torch.Tensor, w: torch.Tensor, residual: torch.Tensor, 
     """residual += W x, rounded as the module's add: x [1, K], w [N, K], residual [1, N]; in place."""
     n = w.shape[0]
     assert residual.shape[-1] == n and residual.is_contiguous() and residual.dtype == x.dtype
-    half = triton.cdiv(n, 2)
     assert n % 2 == 0, "plain rows are split into two equal sets"
-    _launch(x, w, EPI_RESIDUAL, sub=half, groups=1, stride=0, offset=half, res=residual, **tune)
+    _launch(x, w, EPI_RESIDUAL, sub=n // 2, groups=1, stride=0, offset=n // 2, res=residual, **tune)
 
 
 def norm_gemv_silu_mul(residual: torch.Tensor, norm_weight: torch.Tensor, eps: float, w: torch.Tensor,
@@ -209,7 +209,7 @@ def norm_gemv_rope_store(residual: torch.Tensor, norm_weight: torch.Tensor, eps:
     q = torch.empty((1, num_heads * d), dtype=residual.dtype, device=residual.device)
     _launch(residual, w, EPI_ROPE_STORE, sub=d // 2, groups=num_heads + 2 * num_kv_heads, stride=d,
             offset=d // 2, norm=(norm_weight, eps), bias=bias, out=q, rope=(positions, inv_freq),
-            kv=(k_cache, v_cache, out_slots), qh=num_heads, kvh=num_kv_heads, d=d, **tune)
+            kv=(k_cache, v_cache, out_slots), qh=num_heads, kvh=num_kv_heads, **tune)
     return q
 
 

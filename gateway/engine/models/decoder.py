@@ -90,7 +90,7 @@ class DecoderModel(nn.Module):
         self.rotary = RotaryEmbedding(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling)
         self.layers = nn.ModuleList(DecoderLayer(cfg, variant, i, backend) for i in range(cfg.num_layers))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
-        self.fused_decode = fusable(self, variant)      # one-token forwards as fused weight reads
+        self.fused_decode = fusable(variant)      # one-token forwards as fused weight reads
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         if self.fused_decode and (hidden := decode_one(self, input_ids, positions)) is not None:

@@ -22,8 +22,8 @@ from gateway.engine.models.layers import triton_kernel
 from gateway.engine.models.parallel import tp_size
 
 
-def fusable(model, variant) -> bool:
-    """Whether `model` (a DecoderModel of `variant`) can take this path at all; per forward, `decode_one`
+def fusable(variant) -> bool:
+    """Whether a DecoderModel of `variant` can take this path at all; per forward, `decode_one`
     also needs one token on a CUDA device and the backend's consent."""
     return not (variant.o_bias or variant.mlp_bias or variant.qk_norm) and tp_size() == 1
 
