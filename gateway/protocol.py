@@ -60,21 +60,32 @@ class SamplingParams:
     skip_special_tokens: bool = True
 
     def __post_init__(self) -> None:
-        def check(ok: bool, param: str, rule: str) -> None:
-            if not ok:
-                raise InvalidRequest(f"{param} {rule}, got {getattr(self, param)!r}", param)
-        check(self.max_tokens is None or self.max_tokens >= 0, "max_tokens", "must be >= 0")
-        check(self.temperature >= 0, "temperature", "must be >= 0")
-        check(0 < self.top_p <= 1, "top_p", "must be in (0, 1]")
-        check(self.top_k >= 0 or self.top_k == -1, "top_k", "must be >= 0 (or -1 for off)")
-        check(0 <= self.min_p <= 1, "min_p", "must be in [0, 1]")
-        check(-2 <= self.presence_penalty <= 2, "presence_penalty", "must be in [-2, 2]")
-        check(-2 <= self.frequency_penalty <= 2, "frequency_penalty", "must be in [-2, 2]")
-        check(self.repetition_penalty > 0, "repetition_penalty", "must be > 0")
-        check(0 <= self.top_logprobs <= 20, "top_logprobs", "must be in [0, 20]")
-        check(all(-100 <= b <= 100 for b in self.logit_bias.values()), "logit_bias", "values must be in [-100, 100]")
+        # Plain ifs, no call per rule: this runs for every request (on a proxy's hot path).
+        if not (self.max_tokens is None or self.max_tokens >= 0):
+            raise self.invalid("max_tokens", "must be >= 0")
+        if not self.temperature >= 0:
+            raise self.invalid("temperature", "must be >= 0")
+        if not 0 < self.top_p <= 1:
+            raise self.invalid("top_p", "must be in (0, 1]")
+        if not (self.top_k >= 0 or self.top_k == -1):
+            raise self.invalid("top_k", "must be >= 0 (or -1 for off)")
+        if not 0 <= self.min_p <= 1:
+            raise self.invalid("min_p", "must be in [0, 1]")
+        if not -2 <= self.presence_penalty <= 2:
+            raise self.invalid("presence_penalty", "must be in [-2, 2]")
+        if not -2 <= self.frequency_penalty <= 2:
+            raise self.invalid("frequency_penalty", "must be in [-2, 2]")
+        if not self.repetition_penalty > 0:
+            raise self.invalid("repetition_penalty", "must be > 0")
+        if not 0 <= self.top_logprobs <= 20:
+            raise self.invalid("top_logprobs", "must be in [0, 20]")
+        if self.logit_bias and not all(-100 <= b <= 100 for b in self.logit_bias.values()):
+            raise self.invalid("logit_bias", "values must be in [-100, 100]")
         if self.top_k == -1:
             self.top_k = 0
+
+    def invalid(self, param: str, rule: str) -> InvalidRequest:
+        return InvalidRequest(f"{param} {rule}, got {getattr(self, param)!r}", param)
 
     @property
     def greedy(self) -> bool:
@@ -106,7 +117,7 @@ class GenerateRequest:
                                                     # produce it in one piece (an upstream: one non-streamed call)
 
     def __post_init__(self) -> None:
-        given = sum(x is not None for x in (self.prompt, self.messages, self.prompt_token_ids))
+        given = (self.prompt is not None) + (self.messages is not None) + (self.prompt_token_ids is not None)
         if given != 1:
             raise InvalidRequest("exactly one of prompt, messages and prompt_token_ids must be given", "prompt")
         if self.n < 1:

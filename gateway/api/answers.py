@@ -38,7 +38,9 @@ class JsonAnswer:
         self.body, self.status, self.headers, self.after = dumps(content), status, headers, after
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        head = [(b"content-length", b"%d" % len(self.body)), *JSON_HEADERS, *header_list(self.headers)]
+        head = [(b"content-length", b"%d" % len(self.body)), *JSON_HEADERS]
+        if self.headers:
+            head += header_list(self.headers)
         await send({"type": "http.response.start", "status": self.status, "headers": head})
         await send({"type": "http.response.body", "body": self.body})
         if self.after is not None:

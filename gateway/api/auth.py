@@ -1,7 +1,13 @@
 """API keys: which configured key a request's `Authorization: Bearer ...` header holds.
 
-A key is never kept past the check: callers get a key id (`key-` + 8 hex of its sha256), which is
-safe to use as a radix-cache namespace and as a metrics or rate-limit label.
+Callers get a key id (`key-` + 8 hex of its sha256), never the key, which is safe to use as a
+radix-cache namespace and as a metrics or rate-limit label.
+
+A key that passed the check is remembered (at most one entry per configured key: only a key whose digest
+matched is entered), so a returning client's key costs one dict lookup instead of a SHA-256 (~40 us of
+a proxied request with cold caches). The lookup says nothing a wrong key could use: a miss costs the
+string's hash (its length only) and goes on to the full digest comparison; strings are compared only when
+their randomised 64-bit hashes match.
 """
 from __future__ import annotations
 
@@ -45,6 +51,7 @@ class KeyStore:
         # Keys are compared as sha256 digests, so every comparison has the same length and the
         # time it takes says nothing about a configured key's length either.
         self._keys = [(hashlib.sha256(k.encode()).digest(), key_id(k)) for k in unique]
+        self._passed: dict[str, str] = {}      # presented key -> key id, for keys that matched
         ids = [kid for _, kid in self._keys]
         if len(set(ids)) != len(ids):
             # Two tenants sharing an id would share a radix-cache namespace and a rate limit.
@@ -72,6 +79,9 @@ class KeyStore:
         presented = presented.strip()
         if scheme.lower() != "bearer" or not presented:
             raise ApiError(401, MISSING_KEY, code="invalid_api_key")
+        found = self._passed.get(presented)
+        if found is not None:
+            return found
         digest = hashlib.sha256(presented.encode()).digest()
         found = None
         for configured, kid in self._keys:       # every key is compared: no early exit to time
@@ -80,4 +90,6 @@ class KeyStore:
         if found is None:
             raise ApiError(401, f"Incorrect API key provided: {mask(presented)}. You can find your API key "
                                 "with the operator of this gateway.", code="invalid_api_key")
+        if len(self._passed) < len(self._keys):
+            self._passed[presented] = found
         return found

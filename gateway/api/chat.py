@@ -4,13 +4,14 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.api.errors import invalid
-from gateway.api.params import (MAX_INT, Body, check_model, constraint, namespace, sampling_params,
-                                stream_options)
+from gateway.api.params import (CONSTRAINT_FIELDS, MAX_INT, SAMPLING, Body, check_model, constraint, namespace,
+                                sampling_params, stream_options)
 from gateway.api.program import parse_program, refuse_with_program
 from gateway.api.shapes import Shaper, chat_logprobs
 from gateway.protocol import Constraint, Delta, GenerateRequest, ToolCall, Usage
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
+PLAIN_ROLES = ("system", "developer", "user", "assistant")
 REFUSED = {"audio": "audio output", "functions": "the deprecated 'functions' (use 'tools')",
            "function_call": "the deprecated 'function_call' (use 'tool_choice')", "prediction": "predicted outputs",
            "reasoning_effort": "reasoning effort", "verbosity": "verbosity", "web_search_options": "web search",
@@ -18,11 +19,25 @@ REFUSED = {"audio": "audio output", "functions": "the deprecated 'functions' (us
            "prompt_cache_retention": "prompt cache retention", "metadata": "stored-completion metadata"}
 
 
+# Groups of optional fields, each read only when the body has one of its fields: an absent field takes
+# its default, which no check refuses, so skipping the group changes nothing but the cost (a plain body
+# has three or four fields of the ~50 read here; each read is a call).
+TOOL_FIELDS = frozenset(("tools", "tool_choice", "parallel_tool_calls"))
+OPTIONS = frozenset(("modalities", "store", "service_tier", "user", "safety_identifier", "prompt_cache_key",
+                     "chat_template_kwargs", *REFUSED))
+# Every field parse_chat reads; any other is refused as unrecognized.
+FIELDS = frozenset(("model", "messages", "n", "max_completion_tokens", "max_tokens", "logprobs", "top_logprobs",
+                    "stream", "stream_options", "cache_salt", "program", *TOOL_FIELDS, *CONSTRAINT_FIELDS, *OPTIONS,
+                    *SAMPLING))
+
+
 def parse_chat(data: Any, served: set[str], api_key: str, request_id: str) -> tuple[GenerateRequest, str, bool, bool]:
     """(the request, the model name, stream, include_usage)."""
     body = Body(data)
     model = check_model(body, served)
-    messages = [check_message(m, i) for i, m in enumerate(body.require("messages", list))]
+    messages = body.require("messages", list)
+    for i, m in enumerate(messages):
+        check_message(m, i)
     if not messages:
         raise invalid("'messages' must contain at least one message.", "messages", "empty_array")
     n = body.get("n", int, 1, low=1, high=128)
@@ -35,13 +50,30 @@ def parse_chat(data: Any, served: set[str], api_key: str, request_id: str) -> tu
         raise invalid("'top_logprobs' requires 'logprobs' to be true.", "top_logprobs", "invalid_value")
     stream = body.get("stream", bool, False)
     include_usage = stream_options(body, stream)
-    tools, tool_constraint = parse_tools(body)
-    structured = constraint(body)
+    fields = data.keys()
+    tools, tool_constraint = parse_tools(body) if not fields.isdisjoint(TOOL_FIELDS) else (None, None)
+    structured = constraint(body) if not fields.isdisjoint(CONSTRAINT_FIELDS) else None
     if tool_constraint is not None:
         if structured is not None:
             raise invalid("'response_format' (or 'regex' / 'choices') cannot be combined with tool calls; set "
                           "tool_choice to 'none' or drop one.", "response_format", "invalid_value")
         structured = tool_constraint
+    kwargs = options(body) if not fields.isdisjoint(OPTIONS) else {}
+    params = sampling_params(body, max_tokens, logprobs, top_logprobs)
+    ns = namespace(api_key, body)
+    program = body.get("program", list, None)
+    if program is not None:
+        refuse_with_program(data)
+        program = parse_program(program)
+    body.check_known(FIELDS)
+    req = GenerateRequest(request_id, params, messages=messages, n=n, namespace=ns, chat_template_kwargs=kwargs,
+                          constraint=structured, tools=tools, program=program)
+    return req, model, stream, include_usage
+
+
+def options(body: Body) -> dict:
+    """The fields with one accepted value or none to act on, and the refused ones; the chat template's
+    kwargs."""
     modalities = body.get("modalities", list, ["text"])
     if modalities != ["text"]:
         raise invalid("Only the 'text' modality is supported.", "modalities", "unsupported_parameter")
@@ -60,19 +92,9 @@ def parse_chat(data: Any, served: set[str], api_key: str, request_id: str) -> tu
         raise invalid(f"'chat_template_kwargs' may not set '{reserved[0]}'; use the request field instead.",
                       "chat_template_kwargs", "invalid_value")
     for name, what in REFUSED.items():
-        if name in data:                        # formatted only for a body that has it
+        if name in body.data:                   # formatted only for a body that has it
             body.refuse(name, f"({what}) is not supported by this server")
-    body.accept(*REFUSED)
-    params = sampling_params(body, max_tokens, logprobs, top_logprobs)
-    ns = namespace(api_key, body)
-    program = body.get("program", list, None)
-    if program is not None:
-        refuse_with_program(body.data)
-        program = parse_program(program)
-    body.check_all_used()
-    req = GenerateRequest(request_id, params, messages=messages, n=n, namespace=ns, chat_template_kwargs=kwargs,
-                          constraint=structured, tools=tools, program=program)
-    return req, model, stream, include_usage
+    return kwargs
 
 
 def parse_tools(body: Body) -> tuple[list[dict] | None, Constraint | None]:
@@ -108,6 +130,9 @@ def parse_tools(body: Body) -> tuple[list[dict] | None, Constraint | None]:
 
 
 def check_message(message: Any, i: int) -> dict:
+    if type(message) is dict and message.get("role") in PLAIN_ROLES and type(message.get("content")) is str \
+            and not message.get("tool_calls"):
+        return message                          # the common message, with nothing more to check
     where = f"messages[{i}]"
     if not isinstance(message, dict):
         raise invalid(f"Invalid '{where}': expected an object.", where, "invalid_type")

@@ -59,9 +59,14 @@ class Body:
             raise invalid(f"'{name}' {why}.", name, "unsupported_parameter")
 
     def check_all_used(self) -> None:
-        for name in self.data:
-            if name not in self.used:
-                raise invalid(f"Unrecognized request argument supplied: {name}", name, "unknown_parameter")
+        self.check_known(self.used)
+
+    def check_known(self, known: set[str] | frozenset[str]) -> None:
+        """Refuse the body's first field outside `known` (a route reading a fixed set of fields names it
+        here rather than having each read noted)."""
+        if not known.issuperset(self.data):
+            name = next(name for name in self.data if name not in known)
+            raise invalid(f"Unrecognized request argument supplied: {name}", name, "unknown_parameter")
 
 
 def parse_stop(body: Body) -> list[str]:
@@ -87,6 +92,7 @@ def parse_logit_bias(body: Body) -> dict[int, float]:
 NUMERIC = (("temperature", float, 1.0, 0, 2), ("top_p", float, 1.0, 0, 1), ("top_k", int, 0, -1, MAX_INT),
            ("min_p", float, 0.0, 0, 1), ("presence_penalty", float, 0.0, -2, 2),
            ("frequency_penalty", float, 0.0, -2, 2), ("repetition_penalty", float, 1.0, 0.01, 10))
+NUMERIC_NAMES = frozenset(name for name, *_ in NUMERIC)
 SAMPLING = (*(name for name, *_ in NUMERIC), "stop_token_ids", "logit_bias", "seed", "stop", "ignore_eos",
             "skip_special_tokens")
 
@@ -97,10 +103,11 @@ def sampling_params(body: Body, max_tokens: int | None, logprobs: bool, top_logp
     bad field is the one named."""
     data = body.data
     stop_ids = body.get("stop_token_ids", list, []) if "stop_token_ids" in data else []
-    if not all(isinstance(t, int) and not isinstance(t, bool) and 0 <= t <= MAX_INT for t in stop_ids):
+    if stop_ids and not all(isinstance(t, int) and not isinstance(t, bool) and 0 <= t <= MAX_INT for t in stop_ids):
         raise invalid("'stop_token_ids' must be a list of token ids.", "stop_token_ids", "invalid_value")
     values = {name: body.get(name, kind, default, low=low, high=high)
-              for name, kind, default, low, high in NUMERIC if name in data}
+              for name, kind, default, low, high in NUMERIC if name in data} \
+        if not data.keys().isdisjoint(NUMERIC_NAMES) else {}
     if "top_p" in values:
         values["top_p"] = values["top_p"] or 1e-9          # 0 keeps only the top token
     if "logit_bias" in data:
@@ -150,6 +157,9 @@ def check_model(body: Body, served: set[str]) -> str:
         raise ApiError(404, f"The model '{model}' does not exist or you do not have access to it.", "model",
                        "model_not_found")
     return model
+
+
+CONSTRAINT_FIELDS = frozenset(("response_format", "regex", "choices"))
 
 
 def constraint(body: Body) -> Constraint | None:

@@ -22,6 +22,10 @@ if TYPE_CHECKING:
 
 HEADER_NAME = re.compile(b'[\x00-\x1f\x7f()<>@,;:\\[\\]={} \t\\\\"]')
 HEADER_VALUE = re.compile(b"[\x00-\x08\x0a-\x1f\x7f]")
+# Header lines that passed the checks, so a repeated one (most of every answer's head) skips the regular
+# expressions; bounded, as values vary (content-length, date).
+CHECKED: set[tuple[bytes, bytes]] = set()
+CHECKED_MAX = 4096
 HIGH_WATER = 65536                      # a request body buffered past this pauses reading until received
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 LAST_CHUNK = b"0\r\n\r\n"
@@ -131,11 +135,15 @@ class Cycle:
         content = [STATUS_LINE[status]]
         length = None
         closing = False
-        for name, value in (*protocol.server_state.default_headers, *headers):
-            if HEADER_NAME.search(name):
-                raise RuntimeError("Invalid HTTP header name.")
-            if HEADER_VALUE.search(value):
-                raise RuntimeError("Invalid HTTP header value.")
+        for line in (*protocol.server_state.default_headers, *headers):
+            name, value = line
+            if type(line) is not tuple or line not in CHECKED:
+                if HEADER_NAME.search(name):
+                    raise RuntimeError("Invalid HTTP header name.")
+                if HEADER_VALUE.search(value):
+                    raise RuntimeError("Invalid HTTP header value.")
+                if type(line) is tuple and len(CHECKED) < CHECKED_MAX:
+                    CHECKED.add(line)
             name = name.lower()
             if name == b"content-length" and length is None and not self.chunked:
                 length = int(value.decode())

@@ -60,6 +60,7 @@ class GatewayHttpProtocol(asyncio.Protocol):
         self.access_log = self.access_logger.hasHandlers()
         self.server_state = server_state
         self.root_path, self.asgi = config.root_path, {"version": config.asgi_version, "spec_version": "2.3"}
+        self.raw_root = self.root_path.encode("ascii")
         self.keep_alive_timeout = config.timeout_keep_alive
         self.limit_concurrency = config.limit_concurrency
         self.parser = httptools.HttpRequestParser(self)
@@ -157,7 +158,7 @@ class GatewayHttpProtocol(asyncio.Protocol):
         scope = {"type": "http", "asgi": self.asgi, "http_version": version, "server": self.server,
                  "client": self.client, "scheme": self.scheme, "method": parser.get_method().decode("ascii"),
                  "root_path": self.root_path, "path": self.root_path + path,
-                 "raw_path": self.root_path.encode("ascii") + raw_path, "query_string": query,
+                 "raw_path": self.raw_root + raw_path, "query_string": query,
                  "headers": self.headers, "state": self.app_state.copy()}
         cycle = Cycle(self, scope, version != "1.0" and parser.should_keep_alive(), self.expect_continue)
         cycle.forwarded = self.forwarded

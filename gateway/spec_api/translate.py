@@ -129,7 +129,8 @@ def text_logprobs(lp: dict | None) -> list[TokenLogprob] | None:
 
 
 def whole_deltas(response: dict, chat: bool) -> list[Delta]:
-    """A non-streamed response as one Delta per choice, then one carrying the usage."""
+    """A non-streamed response as one Delta per choice, the last one carrying the usage (a Delta of its
+    own when there is no choice)."""
     out = []
     for choice in response["choices"]:
         i = choice.get("index", 0)
@@ -142,7 +143,11 @@ def whole_deltas(response: dict, chat: bool) -> list[Delta]:
         else:
             out.append(Delta(i, choice.get("text") or "", [], text_logprobs(choice.get("logprobs")),
                              choice.get("finish_reason")))
-    out.append(Delta(0, usage=usage_of(response.get("usage")) or Usage()))
+    usage = usage_of(response.get("usage")) or Usage()
+    if out:
+        out[-1].usage = usage
+    else:
+        out.append(Delta(0, usage=usage))
     return out
 
 
