@@ -6,7 +6,9 @@ log-sum-exp. Stage 2 merges a sequence's splits. The launch grid depends only on
 `max_splits`; how many splits a sequence actually uses is computed from `seq_lens` on the device by
 stage 1 and handed to stage 2, so one grid serves every length and a captured CUDA graph stays valid.
 On sm_90 both stages launch as programmatic dependents (kernels.common.pdl): each starts while the
-kernel before it ends and waits for it before reading anything.
+kernel before it ends and waits for it before reading what it wrote. Stage 1 reads its first tile of
+older keys before that wait, so it requires that only the newest key of a sequence (position
+seq_len - 1) be stored by the kernels of the same step; every decode stores exactly that one.
 """
 from __future__ import annotations
 
@@ -26,6 +28,22 @@ MAX_SPLITS = 64
 
 
 @triton.jit
+def _attend_tile(q, k, v, key_ok, m_i, l_i, acc, qk_scale, DOT_F32: tl.constexpr, PRECISION: tl.constexpr):
+    """Online softmax over one tile of keys: k [D_P2, BLOCK_N], v [BLOCK_N, D_P2]; masked keys weigh 0."""
+    if DOT_F32:
+        k = k.to(tl.float32)
+        v = v.to(tl.float32)
+    s = tl.dot(q, k, input_precision=PRECISION) * qk_scale
+    s = tl.where(key_ok[None, :], s, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    alpha = tl.exp2(m_i - m_new)
+    p = tl.exp2(s - m_new[:, None])
+    l_i = l_i * alpha + tl.sum(p, 1)
+    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
+    return m_new, l_i, acc
+
+
+@triton.jit
 def _decode_split_kernel(
     Q, K, V, Table, SeqLens, Starts, PartO, PartLse, NumSplits,
     qk_scale, window, num_heads, split_stride,
@@ -37,7 +55,6 @@ def _decode_split_kernel(
 ):
     if PDL:             # launched while the kernel before (the one storing q and this token's K/V) ends
         gdc_launch_dependents()
-        gdc_wait()
     b = tl.program_id(0).to(tl.int64)
     kv_head = tl.program_id(1) // HEAD_BLOCKS
     in_group = (tl.program_id(1) % HEAD_BLOCKS) * BLOCK_H + tl.arange(0, BLOCK_H)
@@ -60,10 +77,30 @@ def _decode_split_kernel(
     wanted = tl.minimum(tl.maximum((length + MIN_SPLIT - 1) // MIN_SPLIT, 1), MAX_SPLITS)
     chunk = tl.maximum(((length + wanted - 1) // wanted + BLOCK_N - 1) // BLOCK_N * BLOCK_N, BLOCK_N)
     n_splits = tl.maximum((length + chunk - 1) // chunk, 1)
-    tl.store(NumSplits + b, n_splits, mask=(split == 0) & (tl.program_id(1) == 0))
     lo = start + split * chunk
     hi = tl.minimum(lo + chunk, seq_len)
 
+    # Until gdc_wait this reads only what was in place before the step began: the lengths and slot table
+    # (staged before it) and the keys before the newest (stored by earlier steps). So the first tile's
+    # table lookup and K/V reads overlap the kernel before; only q and the newest key, which that kernel
+    # writes, are read after the wait.
+    newest = seq_len - 1
+    pos = lo + tl.arange(0, BLOCK_N)
+    key_ok = pos < hi
+    slots = tl.load(Table + b * stride_tb + pos, mask=key_ok, other=0).to(tl.int64)
+    old = key_ok & (pos < newest)
+    k = tl.load(K + slots[None, :] * stride_ks + kv_head * stride_kh + d[:, None],
+                mask=old[None, :] & d_ok[:, None], other=0.0)
+    v = tl.load(V + slots[:, None] * stride_vs + kv_head * stride_vh + d[None, :],
+                mask=old[:, None] & d_ok[None, :], other=0.0)
+    if PDL:
+        gdc_wait()
+    tl.store(NumSplits + b, n_splits, mask=(split == 0) & (tl.program_id(1) == 0))
+    fresh = key_ok & (pos == newest)
+    k = tl.where(fresh[None, :], tl.load(K + slots[None, :] * stride_ks + kv_head * stride_kh + d[:, None],
+                                         mask=fresh[None, :] & d_ok[:, None], other=0.0), k)
+    v = tl.where(fresh[:, None], tl.load(V + slots[:, None] * stride_vs + kv_head * stride_vh + d[None, :],
+                                         mask=fresh[:, None] & d_ok[None, :], other=0.0), v)
     q = tl.load(Q + b * stride_qb + heads[:, None] * stride_qh + d[None, :],
                 mask=head_ok[:, None] & d_ok[None, :], other=0.0)
     if DOT_F32:
@@ -72,7 +109,8 @@ def _decode_split_kernel(
     m_i = tl.full([BLOCK_H], -1.0e30, tl.float32)
     l_i = tl.zeros([BLOCK_H], tl.float32)
     acc = tl.zeros([BLOCK_H, D_P2], tl.float32)
-    for n0 in range(lo, hi, BLOCK_N):
+    m_i, l_i, acc = _attend_tile(q, k, v, key_ok, m_i, l_i, acc, qk_scale, DOT_F32, PRECISION)
+    for n0 in range(lo + BLOCK_N, hi, BLOCK_N):
         pos = n0 + tl.arange(0, BLOCK_N)
         key_ok = pos < hi
         slots = tl.load(Table + b * stride_tb + pos, mask=key_ok, other=0).to(tl.int64)
@@ -80,17 +118,7 @@ def _decode_split_kernel(
                     mask=key_ok[None, :] & d_ok[:, None], other=0.0)
         v = tl.load(V + slots[:, None] * stride_vs + kv_head * stride_vh + d[None, :],
                     mask=key_ok[:, None] & d_ok[None, :], other=0.0)
-        if DOT_F32:
-            k = k.to(tl.float32)
-            v = v.to(tl.float32)
-        s = tl.dot(q, k, input_precision=PRECISION) * qk_scale
-        s = tl.where(key_ok[None, :], s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        alpha = tl.exp2(m_i - m_new)
-        p = tl.exp2(s - m_new[:, None])
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
-        m_i = m_new
+        m_i, l_i, acc = _attend_tile(q, k, v, key_ok, m_i, l_i, acc, qk_scale, DOT_F32, PRECISION)
 
     # Stage 2 reads only splits below n_splits; a sequence without keys leaves its split 0 at -inf.
     has_keys = l_i > 0
