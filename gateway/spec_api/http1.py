@@ -37,6 +37,11 @@ class Unreachable(Exception):
     """The connection could not be made, or broke off before the answer was complete."""
 
 
+class BrokenAnswer(Unreachable):
+    """Part of the answer had arrived when the connection broke off or the answer stopped parsing: the
+    upstream was reached and took the request, so it is not sent again on another connection here."""
+
+
 class Connection(asyncio.Protocol):
     """One keep-alive connection; its bytes go to the exchange under way.
 
@@ -127,7 +132,7 @@ class Exchange:
         try:
             self.parse()
         except ValueError as err:
-            self.fail(Unreachable(f"a malformed answer: {err}"))
+            self.fail(BrokenAnswer(f"a malformed answer: {err}"))
             self.conn.transport.abort()
         if self.streaming and not self.paused and self.unread > PAUSE:
             self.paused = True
@@ -139,7 +144,8 @@ class Exchange:
         if self.state == UNTIL_CLOSE and exc is None:
             self.state, self.finished = DONE, True
         elif self.state != DONE:
-            self.fail(Unreachable(f"the connection broke off: {exc!r}" if exc else "the connection broke off"))
+            broke = BrokenAnswer if self.state != HEAD or self.buffer else Unreachable
+            self.fail(broke(f"the connection broke off: {exc!r}" if exc else "the connection broke off"))
         self.wake()
 
     def fail(self, failure: Exception) -> None:
@@ -237,13 +243,6 @@ class Exchange:
         finally:
             self.waiter = None
 
-    async def start(self, request: bytes, whole: bool) -> None:
-        self.conn.transport.write(request)
-        if whole:
-            await self.wait_whole(1 << 20)
-        while self.state == HEAD:
-            await self.arrival()
-
     def taken(self) -> bytes:
         data = b"".join(self.ready) if len(self.ready) != 1 else self.ready[0]
         self.ready.clear()
@@ -284,7 +283,8 @@ class Exchange:
 
     async def body(self, limit: int = 1 << 20) -> bytes:
         """The whole body, or its first `limit` bytes and more (then the connection is not reused)."""
-        await self.wait_whole(limit)
+        if not self.finished and self.unread <= limit:
+            await self.wait_whole(limit)
         return self.taken()
 
     def close(self) -> None:
@@ -318,6 +318,7 @@ class Origin:
         fixed = {"Host": url.netloc.rpartition("@")[2], "Content-Type": "application/json",
                  "Accept": "text/event-stream, application/json", "User-Agent": "radixgate", **headers}
         self.head = "".join(f"{k}: {v}\r\n" for k, v in fixed.items()).encode("latin-1")
+        self.targets: dict[str, bytes] = {}     # path -> the request line and fixed headers
         self.idle: list[Connection] = []
         self.in_use = 0                         # exchanges not closed yet
 
@@ -334,8 +335,10 @@ class Origin:
 
     async def post(self, path: str, body: bytes, whole: bool = False) -> Exchange:
         """`whole`: return once the whole answer (up to 1 MiB of body) is in, rather than once its head is."""
-        request = b"POST %s HTTP/1.1\r\n%sContent-Length: %d\r\n\r\n%s" % (
-            (self.prefix + path).encode(), self.head, len(body), body)
+        target = self.targets.get(path)
+        if target is None:
+            target = self.targets[path] = b"POST %s HTTP/1.1\r\n%s" % ((self.prefix + path).encode(), self.head)
+        request = b"%sContent-Length: %d\r\n\r\n%s" % (target, len(body), body)
         while self.idle:
             conn = self.idle.pop()
             if conn.closed or conn.transport.is_closing():
@@ -343,6 +346,8 @@ class Origin:
                 continue
             try:
                 return await self.send(conn, request, whole)
+            except BrokenAnswer:
+                raise
             except Unreachable:                 # closed by the server while idle, most likely: one fresh try
                 break
         return await self.send(await self.connect(), request, whole)
@@ -351,7 +356,11 @@ class Origin:
         self.in_use += 1
         exchange = Exchange(self, conn)
         try:
-            await exchange.start(request, whole)
+            conn.transport.write(request)
+            if whole:
+                await exchange.wait_whole(1 << 20)
+            while exchange.state == HEAD:
+                await exchange.arrival()
         except BaseException:
             exchange.close()
             raise

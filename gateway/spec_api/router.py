@@ -149,14 +149,16 @@ class Router:
             member.outstanding += 1
             member.breaker.admit()
             started, judged = False, False
-            deltas = member.backend.generate(req)
+            deltas, ended = member.backend.generate(req), False
             try:
                 try:
                     async for d in deltas:
                         started = True
                         yield d
+                    ended = True
                 finally:
-                    await deltas.aclose()
+                    if not ended:                       # left early: the backend's iterator is closed now
+                        await deltas.aclose()
                 member.breaker.success()
                 judged = True
                 return

@@ -9,11 +9,11 @@ SDK (see http1.py), in OpenAI's wire format, as the SDK would send and read them
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 from gateway.api.jsonio import dumps, loads
 from gateway.protocol import Delta, GenerateRequest, InvalidRequest, ModelCard, UpstreamError, Usage
-from gateway.spec_api.http1 import Exchange, Origin, Timeout, Unreachable
+from gateway.spec_api.http1 import BrokenAnswer, Exchange, Origin, Timeout, Unreachable
 from gateway.spec_api.schema_guard import guarded, needs_guard
 from gateway.spec_api.speculative import speculative_program
 from gateway.spec_api.translate import ChunkReader, Wire, request_body, whole_deltas
@@ -67,8 +67,8 @@ class UpstreamBackend:
         path, body = request_body(req, model, self.wire, stream)
         try:
             answer = await self.origin.post(path, dumps(body), whole=not stream)
-        except (Timeout, Unreachable) as err:
-            raise self.failure(err, answered=False) from None
+        except (Timeout, Unreachable) as err:       # a plain call's body is read in post: it may break off there
+            raise self.failure(err, answered=isinstance(err, BrokenAnswer)) from None
         if answer.status != 200:
             try:
                 raw = await answer.body()
@@ -86,7 +86,11 @@ class UpstreamBackend:
             ("upstream_unreachable", "could not be reached")
         return UpstreamError(502, f"Upstream {self.name!r} {what}: {err}", code=code)
 
-    async def whole(self, req: GenerateRequest, model: str) -> AsyncIterator[Delta]:
+    def whole(self, req: GenerateRequest, model: str) -> AsyncIterator[Delta]:
+        return Later(self.answer, req, model)
+
+    async def answer(self, req: GenerateRequest, model: str) -> list[Delta]:
+        """One non-streamed call's Deltas."""
         answer = await self.open(req, model, stream=False)
         try:
             raw = await answer.body(MAX_BODY)
@@ -95,11 +99,9 @@ class UpstreamBackend:
         finally:
             answer.close()
         try:
-            deltas = whole_deltas(loads(raw), req.messages is not None)
+            return whole_deltas(loads(raw), req.messages is not None)
         except (ValueError, AttributeError, KeyError, TypeError, IndexError):
             raise malformed(self.name, raw) from None
-        for d in deltas:
-            yield d
 
     async def stream(self, req: GenerateRequest, model: str) -> AsyncIterator[Delta]:
         reader, done = ChunkReader(req.messages is not None), False
@@ -134,6 +136,33 @@ class UpstreamBackend:
             raise UpstreamError(502, f"Upstream {self.name!r} ended the response before it was complete.",
                                 code="upstream_disconnected")
         yield Delta(0, usage=reader.usage or Usage())
+
+
+class Later:
+    """The Deltas a coroutine function returns, as an AsyncIterator that calls it on the first step. A class,
+    not an async generator: the event loop's hook for async generators (a WeakSet entry made and dropped,
+    Python code) does not run for it, on every plain call."""
+    __slots__ = ("args", "deltas", "fetch")
+
+    def __init__(self, fetch: Callable[..., Awaitable[list[Delta]]], *args):
+        self.fetch, self.args = fetch, args
+        self.deltas: Iterator[Delta] | None = None
+
+    def __aiter__(self) -> Later:
+        return self
+
+    async def __anext__(self) -> Delta:
+        if self.deltas is None:
+            fetch, self.fetch = self.fetch, None
+            if fetch is None:                   # the call failed, or the iterator was closed
+                raise StopAsyncIteration
+            self.deltas = iter(await fetch(*self.args))
+        for d in self.deltas:
+            return d
+        raise StopAsyncIteration
+
+    async def aclose(self) -> None:
+        self.fetch = None
 
 
 def retry_after(headers: dict[str, str]) -> float | None:

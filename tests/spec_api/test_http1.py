@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from gateway.spec_api.http1 import PAUSE, Origin, Timeout, Unreachable
+from gateway.spec_api.http1 import PAUSE, BrokenAnswer, Origin, Timeout, Unreachable
 
 
 
@@ -143,4 +143,49 @@ def test_silence_is_a_timeout():
                     pass
             answer.close()
             assert origin.in_use == 0 and origin.idle == []
+    run(main())
+
+
+@pytest.mark.parametrize("partial", [b"", b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort"],
+                         ids=["closed-while-idle", "cut-mid-answer"])
+def test_a_pooled_connection_that_breaks_is_retried_fresh_only_when_nothing_came_back(partial):
+    """A pooled connection the server dropped while idle gets one fresh try; one that broke off after part
+    of the answer is not sent again (the upstream took the request): BrokenAnswer, for the Router to judge."""
+    whole = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"
+    received = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except (asyncio.IncompleteReadError, ConnectionError):
+                break
+            await reader.readexactly(int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0]))
+            received.append(head)
+            if len(received) == 2:                      # the second request: the break under test
+                writer.write(partial)
+                await writer.drain()
+                break
+            writer.write(whole)
+            await writer.drain()
+        writer.close()
+
+    async def main():
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        origin = Origin(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1", {}, timeout=2.0)
+        async with server:
+            first = await origin.post("/chat/completions", b"{}", whole=True)
+            assert await first.body() == b"{}"
+            first.close()
+            assert len(origin.idle) == 1
+            if partial:
+                with pytest.raises(BrokenAnswer):
+                    await origin.post("/chat/completions", b"{}", whole=True)
+                assert len(received) == 2                # not sent a third time
+            else:
+                again = await origin.post("/chat/completions", b"{}", whole=True)
+                assert await again.body() == b"{}" and len(received) == 3
+                again.close()
+            assert origin.in_use == 0
+            await closed(origin)
     run(main())

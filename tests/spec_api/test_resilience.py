@@ -104,6 +104,15 @@ def test_a_cut_or_garbage_before_anything_reached_the_client_is_retried(one, fau
     assert text == HELLO and one.fake.calls == 2
 
 
+def test_a_whole_answer_cut_on_every_attempt_is_one_disconnected_error(one):
+    # the upstream took the request and broke off its answer each time: not "could not be reached"
+    one.fake.script(*[Reply(disconnect_after=1)] * 2)
+    with pytest.raises(openai.APIStatusError) as err:
+        chat(one.client)
+    assert err.value.status_code == 502 and err.value.body["code"] == "upstream_disconnected"
+    assert one.fake.calls == 2                               # first try + max_retries (1), none unaccounted
+
+
 def test_a_stall_mid_stream_times_out_as_one_error_event(proxy):
     fake, url = proxy.upstream()
     base, _ = proxy.gateway([url], timeout=0.3)
@@ -164,14 +173,16 @@ def test_json_schema_never_valid_is_a_clean_502(proxy):
 def test_many_clients_under_random_faults_get_answers_or_clean_errors(proxy):
     rng = random.Random(7)
     faults = [Reply(status=500), Reply(status=429, retry_after=0.05), Reply(disconnect_after=2),
-              Reply(malformed_after=2), Reply(delay=1.2), Reply(chunk_delay=0.01), Reply(disconnect_after=1)]
+              Reply(malformed_after=2), Reply(delay=2.0), Reply(chunk_delay=0.01), Reply(disconnect_after=1)]
 
     def chaos(body):
         return rng.choice(faults) if rng.random() < 0.4 else Reply()
     fa, url_a = proxy.upstream()
     fb, url_b = proxy.upstream()
     fa.reply = fb.reply = chaos
-    base, _ = proxy.gateway([url_a, url_b], timeout=0.6)
+    # the timeout well under the injected delay and well over a healthy answer on a loaded machine, where
+    # healthy answers timing out would open both circuits and turn most requests into 503s
+    base, _ = proxy.gateway([url_a, url_b], timeout=1.0)
 
     def one_request(i: int):
         body = {"model": MODEL, "messages": [{"role": "user", "content": f"q{i}"}], "stream": i % 2 == 0}
