@@ -23,6 +23,8 @@ import torch
 from gateway.engine.attention import AttentionBackend, AttentionMetadata
 from gateway.engine.transfer import to_device
 from gateway.engine.models import DecoderForCausalLM
+from gateway.engine.models.layers import triton_kernel
+from kernels.stage_decode_ref import stage_decode_ref
 
 
 GRAPH_STEP = 64
@@ -66,6 +68,9 @@ class DecodeGraphs:
                                                tiles=SharedPrefixes.tiles_for(n))      # as `view(n)` takes
             for bs, meta in self.metas.items():
                 meta.shared_prefixes = self.shared.view(bs)
+        self._stage = stage_decode_ref
+        if self.device.type == "cuda" and (kernel := triton_kernel("stage_decode", "stage_decode")) is not None:
+            self._stage = kernel            # one launch for what is ~10 small torch operations
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         if capture:
             self._capture()
@@ -89,14 +94,8 @@ class DecodeGraphs:
         bs = self.size_for(n)
         given = isinstance(ids, torch.Tensor)
         staged = to_device([positions, seq_lens, rows] + ([] if given else [ids]), torch.int64, self.device)
-        width = max(seq_lens)
-        self.ids[:n] = ids if given else staged[3]
-        self.positions[:n] = staged[0]
-        self.seq_lens[:n] = staged[1]
-        self.seq_lens[n:bs] = 0
-        self.table[:n, :width] = self.req_table[staged[2], :width]     # columns past a length are never read
-        self.out_slots[:n] = self.req_table[staged[2], staged[1] - 1]
-        self.out_slots[n:bs] = 0
+        self._stage(staged[:3], ids if given else staged[3], self.req_table, bs, max(seq_lens),
+                    (self.ids, self.positions, self.seq_lens, self.table, self.out_slots))
         if self.shared is not None and (shared, bs) != self._filled:     # a decode window's steps share them
             self.metas[bs].shared_prefixes.fill(list(shared))
             self._filled = (shared, bs)
