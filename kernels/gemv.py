@@ -9,6 +9,7 @@ keeps it, x: [K]) carries them as a prologue and an epilogue:
                            of the position computed here); q written out, k and v stored at the token's slot
     norm_gemv_silu_mul     x = RMSNorm(residual); out = silu(W_gate x) * (W_up x)
     gemv_add_residual      residual += W x      (the o and down projections)
+    gemv                   y = W x, or W RMSNorm(x)   (the logits of one token)
 
 The rounding points are those of the unfused modules (models.layers, kernels.rmsnorm / rope /
 kv_store / activation): the product is accumulated in float32 and rounded to the activation dtype,
@@ -33,7 +34,7 @@ from kernels.kv_store import kv_store_ref
 from kernels.rmsnorm import add_rmsnorm_ref
 from kernels.rope import rope_qk_ref
 
-EPI_RESIDUAL, EPI_SILU_MUL, EPI_ROPE_STORE = 0, 1, 2
+EPI_RESIDUAL, EPI_SILU_MUL, EPI_ROPE_STORE, EPI_STORE = 0, 1, 2, 3
 
 
 @triton.jit
@@ -121,6 +122,9 @@ def _gemv_kernel(
     elif EPILOGUE == 1:     # EPI_SILU_MUL: as kernels.activation
         silu = (ya / (1.0 + tl.exp(-ya))).to(dtype).to(tl.float32)
         tl.store(Out + part, (silu * yb).to(dtype), mask=row_ok)
+    elif EPILOGUE == 3:     # EPI_STORE
+        tl.store(Out + rows_a, ya.to(dtype), mask=row_ok)
+        tl.store(Out + rows_b, yb.to(dtype), mask=row_ok)
     else:                   # EPI_ROPE_STORE: rows of head `group`, a its first half, b its second
         head = group
         if head < QH + KVH:     # q or k: rotated as kernels.rope, by cos/sin as models.layers computes them
@@ -197,6 +201,15 @@ def norm_gemv_silu_mul(residual: torch.Tensor, norm_weight: torch.Tensor, eps: f
     return out
 
 
+def gemv(x: torch.Tensor, w: torch.Tensor, norm: tuple[torch.Tensor, float] | None = None, **tune) -> torch.Tensor:
+    """W x, or W RMSNorm(x) with norm = (weight, eps): x [1, K], w [N, K] (N even). [1, N]."""
+    n = w.shape[0]
+    assert n % 2 == 0, "plain rows are split into two equal sets"
+    out = torch.empty((1, n), dtype=x.dtype, device=x.device)
+    _launch(x, w, EPI_STORE, sub=n // 2, groups=1, stride=0, offset=n // 2, norm=norm, out=out, **tune)
+    return out
+
+
 def norm_gemv_rope_store(residual: torch.Tensor, norm_weight: torch.Tensor, eps: float, w: torch.Tensor,
                          bias: torch.Tensor | None, positions: torch.Tensor, inv_freq: torch.Tensor,
                          k_cache: torch.Tensor, v_cache: torch.Tensor, out_slots: torch.Tensor,
@@ -217,6 +230,10 @@ def norm_gemv_rope_store(residual: torch.Tensor, norm_weight: torch.Tensor, eps:
 
 def gemv_add_residual_ref(x, w, residual) -> None:
     residual.copy_((torch.nn.functional.linear(x, w).float() + residual.float()).to(residual.dtype))
+
+
+def gemv_ref(x, w, norm=None) -> torch.Tensor:
+    return torch.nn.functional.linear(x if norm is None else add_rmsnorm_ref(x, *norm), w)
 
 
 def norm_gemv_silu_mul_ref(residual, norm_weight, eps, w) -> torch.Tensor:

@@ -18,15 +18,15 @@ import torch
 
 from loadtest.kernel_bench import copy_bandwidth, graph_time
 
-SHAPES = {"llama-3.2-1b": dict(hidden=2048, inter=8192, heads=32, kv_heads=8, dim=64),
-          "llama-3.1-8b": dict(hidden=4096, inter=14336, heads=32, kv_heads=8, dim=128)}
+SHAPES = {"llama-3.2-1b": dict(hidden=2048, inter=8192, heads=32, kv_heads=8, dim=64, vocab=128256),
+          "llama-3.1-8b": dict(hidden=4096, inter=14336, heads=32, kv_heads=8, dim=128, vocab=128256)}
 L2_BEATEN = 256 << 20
 
 
 def products(s: dict):
-    """name -> (weight shape, fused call(w, tune), general chain call(w)) for one layer of the shape."""
+    """name -> (weight shape, fused call(w, tune), general chain call(w)): one layer of the shape, and the logits."""
     from kernels.activation import silu_and_mul
-    from kernels.gemv import gemv_add_residual, norm_gemv_rope_store, norm_gemv_silu_mul
+    from kernels.gemv import gemv, gemv_add_residual, norm_gemv_rope_store, norm_gemv_silu_mul
     from kernels.kv_store import kv_store
     from kernels.rmsnorm import add_rmsnorm
     from kernels.rope import rope_qk
@@ -56,6 +56,7 @@ def products(s: dict):
                               lambda w: silu_and_mul(lin(add_rmsnorm(res, nw, 1e-5, res), w))),
         "down+residual": (h, s["inter"], lambda w, t: gemv_add_residual(x_down, w, res, **t),
                           lambda w: add_rmsnorm(lin(x_down, w), nw, 1e-5, res)),
+        "lm_head": (s["vocab"], h, lambda w, t: gemv(res, w, **t), lambda w: lin(res, w)),
     }
 
 

@@ -11,8 +11,8 @@ pytest.importorskip("triton")
 
 from gateway.engine.models.layers import rope_inv_freq
 from tests.kernels.slots import BF16_CASTS_EXACT
-from kernels.gemv import (gemv_add_residual, gemv_add_residual_ref, norm_gemv_rope_store, norm_gemv_rope_store_ref,
-                          norm_gemv_silu_mul, norm_gemv_silu_mul_ref)
+from kernels.gemv import (gemv_add_residual, gemv_add_residual_ref, gemv, gemv_ref, norm_gemv_rope_store,
+                          norm_gemv_rope_store_ref, norm_gemv_silu_mul, norm_gemv_silu_mul_ref)
 
 BF16 = dict(rtol=2 ** -6, atol=2 ** -6)      # a bf16 rounding apart
 
@@ -49,6 +49,17 @@ def test_norm_gemv_silu_mul(device, gen, dtype, inter, k):
     out = norm_gemv_silu_mul(residual, norm_w, 1e-5, w)
     torch.testing.assert_close(out, norm_gemv_silu_mul_ref(residual, norm_w, 1e-5, w), **_tol(dtype))
     assert torch.equal(residual, before), "the norm reads the residual stream, never writes it"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
+@pytest.mark.parametrize("n,k", [(90, 64), (1002, 200)])
+@pytest.mark.parametrize("normed", [False, True], ids=["", "norm"])
+def test_gemv(device, gen, dtype, n, k, normed):
+    """The logits of one token, with or without the final norm before (1002: an odd row count per set)."""
+    x = _rand(gen, 1, k, scale=3.0).to(device=device, dtype=dtype)
+    norm = ((1 + 0.1 * _rand(gen, k)).to(device=device, dtype=dtype), 1e-6) if normed else None
+    w = _rand(gen, n, k, scale=k ** -0.5).to(device=device, dtype=dtype)
+    torch.testing.assert_close(gemv(x, w, norm), gemv_ref(x, w, norm), **_tol(dtype))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])

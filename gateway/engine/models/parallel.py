@@ -11,6 +11,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from gateway.engine.models.layers import triton_kernel
+
 
 def tp_rank() -> int:
     return dist.get_rank() if dist.is_initialized() else 0
@@ -162,7 +164,11 @@ class ParallelLMHead(VocabParallelEmbedding):
     """Output projection to the vocabulary, sharded like the embedding; logits are gathered."""
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        logits = F.linear(hidden, self.weight)
+        one = hidden.shape[0] == 1 and hidden.is_cuda and hidden.is_contiguous() and self.weight.shape[0] % 2 == 0
+        if one and (gemv := triton_kernel("gemv", "gemv")) is not None:
+            logits = gemv(hidden, self.weight)      # a batch-1 product streams the weights faster than cuBLAS's
+        else:
+            logits = F.linear(hidden, self.weight)
         if tp_size() > 1:
             parts = [torch.empty_like(logits) for _ in range(tp_size())]
             dist.all_gather(parts, logits)
