@@ -40,16 +40,19 @@ def parse_chat(data: Any, served: set[str], api_key: str, request_id: str) -> tu
         check_message(m, i)
     if not messages:
         raise invalid("'messages' must contain at least one message.", "messages", "empty_array")
-    n = body.get("n", int, 1, low=1, high=128)
-    max_tokens = body.get("max_completion_tokens", int, None, low=1, high=MAX_INT)
-    legacy = body.get("max_tokens", int, None, low=1, high=MAX_INT)
+    # `has(name)`: the field is given; an absent (or null) one takes its default without a read (a call each)
+    has = data.get
+    n = body.get("n", int, 1, low=1, high=128) if has("n") is not None else 1
+    max_tokens = body.get("max_completion_tokens", int, None, low=1, high=MAX_INT) \
+        if has("max_completion_tokens") is not None else None
+    legacy = body.get("max_tokens", int, None, low=1, high=MAX_INT) if has("max_tokens") is not None else None
     max_tokens = max_tokens if max_tokens is not None else legacy
-    logprobs = body.get("logprobs", bool, False)
-    top_logprobs = body.get("top_logprobs", int, 0, low=0, high=20)
+    logprobs = body.get("logprobs", bool, False) if has("logprobs") is not None else False
+    top_logprobs = body.get("top_logprobs", int, 0, low=0, high=20) if has("top_logprobs") is not None else 0
     if top_logprobs and not logprobs:
         raise invalid("'top_logprobs' requires 'logprobs' to be true.", "top_logprobs", "invalid_value")
-    stream = body.get("stream", bool, False)
-    include_usage = stream_options(body, stream)
+    stream = body.get("stream", bool, False) if has("stream") is not None else False
+    include_usage = stream_options(body, stream) if has("stream_options") is not None else False
     fields = data.keys()
     tools, tool_constraint = parse_tools(body) if not fields.isdisjoint(TOOL_FIELDS) else (None, None)
     structured = constraint(body) if not fields.isdisjoint(CONSTRAINT_FIELDS) else None
@@ -60,8 +63,8 @@ def parse_chat(data: Any, served: set[str], api_key: str, request_id: str) -> tu
         structured = tool_constraint
     kwargs = options(body) if not fields.isdisjoint(OPTIONS) else {}
     params = sampling_params(body, max_tokens, logprobs, top_logprobs)
-    ns = namespace(api_key, body)
-    program = body.get("program", list, None)
+    ns = namespace(api_key, body) if has("cache_salt") is not None else api_key
+    program = body.get("program", list, None) if has("program") is not None else None
     if program is not None:
         refuse_with_program(data)
         program = parse_program(program)

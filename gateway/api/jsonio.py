@@ -36,7 +36,8 @@ def long_digits(data: bytes | str) -> bool:
 
 def loads(data: bytes | str) -> Any:
     """Raises ValueError (or RecursionError) where json.loads does."""
-    if orjson is not None and not long_digits(data):
+    if orjson is not None and not (_LONG_RUN in data.translate(_DIGIT_MARKS) if type(data) is bytes
+                                   else long_digits(data)):
         try:
             return orjson.loads(data)
         except orjson.JSONDecodeError:

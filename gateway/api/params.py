@@ -27,6 +27,13 @@ class Body:
         value = self.data.get(name)
         if value is None:
             return default
+        if type(value) is kind and kind is not float:  # (JSON gives exact types) nothing to convert or refuse
+            if low is not None and value < low:
+                raise invalid(f"Invalid '{name}': {value} is lower than the minimum of {low}.", name, "invalid_value")
+            if high is not None and value > high:
+                raise invalid(f"Invalid '{name}': {value} is greater than the maximum of {high}.", name,
+                              "invalid_value")
+            return value
         kinds = kind if isinstance(kind, tuple) else (kind,)
         ok = type(value) in kinds or \
             any(isinstance(value, k) and not (k in (int, float) and isinstance(value, bool)) for k in kinds)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import http
 import re
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -108,10 +109,19 @@ class Cycle:
             self.waiter = self.protocol.loop.create_future()
         await asyncio.shield(self.waiter)
 
-    async def send(self, message: dict) -> None:
-        protocol = self.protocol
-        if protocol.write_paused and not self.disconnected:
-            await protocol.drain()
+    def send(self, message: dict) -> Awaitable[None]:
+        """ASGI `send`, done at once (a finished future is returned, no coroutine made per message) unless the
+        transport's buffer is above its high-water mark: then a coroutine that waits for it to drain first."""
+        if self.protocol.write_paused and not self.disconnected:
+            return self.send_drained(message)
+        self.deliver(message)
+        return self.protocol.sent
+
+    async def send_drained(self, message: dict) -> None:
+        await self.protocol.drain()
+        self.deliver(message)
+
+    def deliver(self, message: dict) -> None:
         if self.disconnected:
             return
         kind = message["type"]

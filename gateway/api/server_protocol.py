@@ -79,6 +79,8 @@ class GatewayHttpProtocol(asyncio.Protocol):
         self.pipeline: deque[Cycle] = deque()
         self.reading_paused = self.write_paused = False
         self.drained: asyncio.Future | None = None
+        self.sent = self.loop.create_future()   # what a send that wrote at once returns to be awaited
+        self.sent.set_result(None)
         self.idle_timer: asyncio.TimerHandle | None = None
         self.last_active = 0.0
 

@@ -84,12 +84,6 @@ class Connection(asyncio.Protocol):
         if self.exchange is not None:
             self.exchange.ended(exc)
 
-    def watch(self, timeout: float) -> None:
-        """An exchange starts now, with `timeout`."""
-        self.timeout, self.last = timeout, self.loop.time()
-        if self.watchdog is None:
-            self.watchdog = self.loop.call_at(self.last + timeout, self.check)
-
     def check(self) -> None:
         self.watchdog = None
         exchange = self.exchange
@@ -123,7 +117,9 @@ class Exchange:
         self.whole = False                      # the reader waits for the end of the body (or `limit` bytes)
         self.limit = 0
         conn.exchange = self
-        conn.watch(origin.timeout)
+        conn.timeout, conn.last = origin.timeout, conn.loop.time()     # Connection.check watches from here
+        if conn.watchdog is None:
+            conn.watchdog = conn.loop.call_at(conn.last + conn.timeout, conn.check)
 
     # ----- the protocol's side -------------------------------------------------------------------
 

@@ -138,7 +138,8 @@ def whole_deltas(response: dict, chat: bool) -> list[Delta]:
             message = choice.get("message") or {}
             calls = [ToolCall(k, c.get("id") or "", c["function"]["name"], c["function"].get("arguments") or "")
                      for k, c in enumerate(message.get("tool_calls") or ())] or None
-            out.append(Delta(i, message.get("content") or "", [], chat_logprobs(choice.get("logprobs")),
+            lp = choice.get("logprobs")
+            out.append(Delta(i, message.get("content") or "", [], chat_logprobs(lp) if lp else None,
                              choice.get("finish_reason"), None, calls))
         else:
             out.append(Delta(i, choice.get("text") or "", [], text_logprobs(choice.get("logprobs")),

@@ -57,7 +57,7 @@ class UpstreamBackend:
         if req.program is not None:           # one call for the whole turn, fields falling back one by one
             return speculative_program(self.generate, req)
         model = self.upstream_model(req.model)
-        if needs_guard(req, self.wire):
+        if req.constraint is not None and needs_guard(req, self.wire):
             return guarded(self.whole, req, model, self.schema_retries)
         return self.stream(req, model) if req.stream else self.whole(req, model)
 
