@@ -23,7 +23,7 @@ from hashlib import blake2b
 
 from gateway.protocol import (Backend, BackendUnavailable, Delta, GenerateRequest, InvalidRequest, ModelCard,
                               Overloaded, UpstreamError)
-from gateway.spec_api.breaker import CircuitBreaker
+from gateway.spec_api.breaker import CLOSED, CircuitBreaker
 from gateway.spec_api.upstream_config import RouterConfig
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,8 @@ class Router:
     def pick(self, req: GenerateRequest, tried: dict[str, int], now: float) -> Member | None:
         fresh, again = [], []                           # serving it now: not tried yet, tried but retryable
         for m in self.members:
-            if (req.model is None or req.model in m.models) and m.blocked_until <= now and m.breaker.usable():
+            if (req.model is None or req.model in m.models) and m.blocked_until <= now \
+                    and (m.breaker.state == CLOSED or m.breaker.usable()):
                 if m.name not in tried:
                     fresh.append(m)
                 elif tried[m.name] <= m.max_retries:
@@ -147,7 +148,8 @@ class Router:
                 if not member.breaker.usable():         # opened, or its probe taken, while we waited
                     continue
             member.outstanding += 1
-            member.breaker.admit()
+            if member.breaker.state != CLOSED:             # (the breaker is called only to change it)
+                member.breaker.admit()
             started, judged = False, False
             deltas, ended = member.backend.generate(req), False
             try:
@@ -159,7 +161,9 @@ class Router:
                 finally:
                     if not ended:                       # left early: the backend's iterator is closed now
                         await deltas.aclose()
-                member.breaker.success()
+                breaker = member.breaker
+                if breaker.state != CLOSED or breaker.failures or breaker.probing:
+                    breaker.success()
                 judged = True
                 return
             except Exception as exc:
