@@ -51,10 +51,10 @@ class Shaper(ABC):
         self.id = self.id_prefix + random_hex(24)
         self.created = int(time.time())
         self.text = [""] * n
-        self.logprobs: list[list[TokenLogprob]] = [[] for _ in range(n)]
+        self.logprobs: list[list[TokenLogprob]] = [[] for _ in range(n)] if n != 1 else [[]]
         self.finish: list[str | None] = [None] * n
         self.started = [False] * n
-        self.tool_calls: list[list] = [[] for _ in range(n)]
+        self.tool_calls: list[list] = [[] for _ in range(n)] if n != 1 else [[]]   # (no comprehension call for one)
         self.final_usage: Usage | None = None
 
     @abstractmethod

@@ -136,8 +136,9 @@ def whole_deltas(response: dict, chat: bool) -> list[Delta]:
         i = choice.get("index", 0)
         if chat:
             message = choice.get("message") or {}
+            listed = message.get("tool_calls")
             calls = [ToolCall(k, c.get("id") or "", c["function"]["name"], c["function"].get("arguments") or "")
-                     for k, c in enumerate(message.get("tool_calls") or ())] or None
+                     for k, c in enumerate(listed)] or None if listed else None
             lp = choice.get("logprobs")
             out.append(Delta(i, message.get("content") or "", [], chat_logprobs(lp) if lp else None,
                              choice.get("finish_reason"), None, calls))
