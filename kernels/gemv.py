@@ -152,19 +152,28 @@ def _gemv_kernel(
             tl.store(base + OFFSET + part, yb.to(VCache.dtype.element_ty), mask=row_ok)
 
 
-def _config(rows: int, k: int) -> tuple[int, int, int]:
+def _config(rows: int, k: int, epilogue: int) -> tuple[int, int, int]:
     """(BLOCK, BK, num_warps): few rows and long reads per program, so that every SM holds several
-    programs each with 16 KB of loads in flight (loadtest.gemv_bench --sweep, H200: within 5% of the
-    best tiles for each product of the 1B shape, and of the unfused chain for the 8B shape)."""
-    block = 2 if rows <= 4096 else 4
-    return block, min(4096 // block, triton.next_power_of_2(k)), 4      # 2 x 4096 accumulators: no spills
+    programs each with 16 KB of loads in flight. loadtest.gemv_bench --sweep (H100, 2026-11-22): the qkv
+    product is fastest at 2 x 1024 for both shapes (8B: 18.6 against 22.4 us at 4 x 1024); the o and
+    down products at about 512 programs (8B o: 12.3 against 13.9 us at 2 x 2048); gate/up and the
+    logits within noise of 4 x 1024."""
+    if epilogue == EPI_ROPE_STORE:
+        block, bk = 2, 1024
+    elif epilogue == EPI_RESIDUAL:
+        block = max(1, min(4, rows // 1024))
+        bk = 4096 // block
+    else:
+        block = 2 if rows <= 4096 else 4
+        bk = 4096 // block
+    return block, min(bk, triton.next_power_of_2(k)), 4      # at most 2 x 4096 accumulators: no spills
 
 
 def _launch(x, w, epilogue, *, sub, groups, stride, offset, norm=None, bias=None, out=None, res=None,
             rope=None, kv=None, qh=0, kvh=0, block=None, bk=None, num_warps=None):
     k = x.shape[-1]
     assert x.is_contiguous() and w.is_contiguous() and w.shape[1] == k and x.numel() == k
-    dblock, dbk, dwarps = _config(w.shape[0], k)
+    dblock, dbk, dwarps = _config(w.shape[0], k, epilogue)
     block, bk, num_warps = block or dblock, bk or dbk, num_warps or dwarps
     p = triton.cdiv(sub, block)
     dummy = x

@@ -68,9 +68,10 @@ def bench(shape: str, bandwidth: float, sweep: bool) -> None:
         weights = [torch.randn(n, k, dtype=torch.bfloat16, device="cuda") for _ in range(max(2, L2_BEATEN // nbytes))]
         cell = lambda sec: f"{sec * 1e6:7.2f} ({nbytes / sec / 1e9:5.0f}, {nbytes / sec / 1e9 / bandwidth:4.2f})"
         configs = [{}]
-        if sweep:
+        if sweep and name != "lm_head":
             configs += [dict(block=b, bk=bk, num_warps=nw)
-                        for b, bk, nw in itertools.product((2, 4, 8), (512, 1024, 2048), (4, 8))]
+                        for b, bk, nw in itertools.product((1, 2, 4), (1024, 2048, 4096), (4, 8))
+                        if b * bk <= 4096 and bk <= max(1024, k)]
         timed = []
         for tune in configs:
             try:
