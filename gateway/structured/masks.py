@@ -65,8 +65,11 @@ def unpack(words: np.ndarray, vocab_size: int) -> np.ndarray:
 
 
 class MaskComputer:
-    def __init__(self, table: TokenTable, max_masks: int = 4096, max_walks: int = 50_000, content_keys: bool = False):
+    def __init__(self, table: TokenTable, max_masks: int = 4096, max_walks: int = 50_000, content_keys: bool = False,
+                 max_rules: int = 20_000):
         self.table = table
+        self.max_rules = max_rules             # what is kept per rule, past which all of it is forgotten
+        self.forgotten = 0
         self.content_keys = content_keys       # every rule keyed by its content (block_walks' warm-up)
         self.num_words = -(-table.vocab_size // 32)
         self.trie = table.trie
@@ -91,12 +94,24 @@ class MaskComputer:
         if cached is not None and cached[0] is matcher.grammar:
             self._masks.move_to_end(key)
             return cached[1]
+        if max(len(self._rules), len(self._forms), len(self._counted)) > self.max_rules:
+            self._forget()
         words = self._compute(matcher)
         words.flags.writeable = False
         self._masks[key] = (matcher.grammar, words)
         if len(self._masks) > self.max_masks:
             self._masks.popitem(last=False)
         return words
+
+    def _forget(self) -> None:
+        """Drop what is kept per rule, and every walk with it (walks of rules keyed by identity may
+        only outlive their rule's entry in _rules if nothing could reuse that identity): a server meeting
+        new schemas for days would otherwise keep every rule it ever saw. Called between masks only, so
+        no walk is stored under a rule the caches no longer hold. The tokenizer's pinned walks stay."""
+        for cache in (self._walks, self._rules, self._native, self._forms, self._counted, self._layouts,
+                      self._annotations):
+            cache.clear()
+        self.forgotten += 1
 
     def allowed(self, matcher: Matcher) -> np.ndarray:
         """bool [V], the same mask unpacked."""

@@ -103,3 +103,24 @@ def test_building_block_automata_outlive_a_cleared_pool(trained_tokenizer_dir):
     json_cache.clear()
     assert format_dfa("uuid") is block
     assert string_text("^[a-z]+$", None, 2, 9) is not own
+
+
+def test_memory_per_rule_stays_bounded_across_many_schemas(trained_tokenizer_dir):
+    """A long-running server meets new schemas without end: what the mask computer keeps per rule is
+    forgotten past max_rules, and masks after that still equal the brute-force answer."""
+    hf = AutoTokenizer.from_pretrained(trained_tokenizer_dir)
+    table = TokenTable.from_hf(hf, len(hf), frozenset({hf.eos_token_id}))
+    masks = MaskComputer(table, max_rules=12)
+    kept = []
+    for i in range(12):
+        schema = {"type": "object", "properties": {f"k{i}": {"enum": [f"v{i}a", f"v{i}bc"]},
+                                                   "n": {"type": "integer", "maximum": i + 3}},
+                  "required": [f"k{i}", "n"], "additionalProperties": False}
+        matcher, data = Matcher(compile_json_schema(schema)), json.dumps({f"k{i}": f"v{i}bc", "n": i}).encode()
+        for j in range(len(data) + 1):
+            if j % 3 == 0:
+                np.testing.assert_array_equal(masks.allowed(matcher), brute_force(matcher, table), err_msg=f"{i} {data[:j]!r}")
+                kept.append(max(len(masks._rules), len(masks._forms), len(masks._counted)))
+            if j < len(data):
+                assert matcher.advance(data[j:j + 1])
+    assert masks.forgotten >= 2 and 0 < max(kept) < 2 * masks.max_rules
