@@ -121,6 +121,20 @@ def test_every_key_is_compared_in_constant_time(monkeypatch, presented):
     assert {len(a) for a, _ in calls} == {len(b) for _, b in calls} == {32}     # digests, not raw keys
 
 
+def test_a_key_that_passed_is_remembered_and_a_wrong_one_still_compared(monkeypatch):
+    store = KeyStore([KEY_A, KEY_B])
+    first = store.authenticate(f"Bearer {KEY_A}")
+    calls = []
+    real = hmac.compare_digest
+    monkeypatch.setattr(auth.hmac, "compare_digest", lambda a, b: calls.append(1) or real(a, b))
+    assert [store.authenticate(f"Bearer {KEY_A}") for _ in range(3)] == [first] * 3 and calls == []
+    for wrong in (KEY_A + "x", KEY_A[:-1], "sk-wrong-key-000000"):          # near misses are not remembered
+        with pytest.raises(ApiError):
+            store.authenticate(f"Bearer {wrong}")
+    assert len(calls) == 3 * 2                          # each wrong key against both digests
+    assert store.authenticate(f"bearer  {KEY_B}") != first and len(store._passed) == 2   # one entry per key, at most
+
+
 def test_wrong_key_message_masks_the_key():
     with pytest.raises(ApiError) as err:
         KeyStore([KEY_A]).authenticate("Bearer sk-abSECRETSECRETcd")
