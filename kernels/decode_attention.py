@@ -18,6 +18,7 @@ import triton.language as tl
 
 from kernels.attention_ref import decode_attention_ref  # noqa: F401  (its reference, beside it)
 from kernels.common import dot_in_f32, dot_precision, gdc_launch_dependents, gdc_wait, num_sms, pdl
+from kernels.online_softmax import attend_tile
 from kernels.shared_prefix import MAX_SPLITS as PREFIX_SPLITS
 from kernels.shared_prefix import SharedPrefixes, shared_prefix_splits
 
@@ -25,22 +26,6 @@ LOG2E = 1.4426950408889634
 BLOCK_N = 64        # keys per tile
 MIN_SPLIT = 64      # fewest keys worth a split of their own
 MAX_SPLITS = 64
-
-
-@triton.jit
-def _attend_tile(q, k, v, key_ok, m_i, l_i, acc, qk_scale, DOT_F32: tl.constexpr, PRECISION: tl.constexpr):
-    """Online softmax over one tile of keys: k [D_P2, BLOCK_N], v [BLOCK_N, D_P2]; masked keys weigh 0."""
-    if DOT_F32:
-        k = k.to(tl.float32)
-        v = v.to(tl.float32)
-    s = tl.dot(q, k, input_precision=PRECISION) * qk_scale
-    s = tl.where(key_ok[None, :], s, float("-inf"))
-    m_new = tl.maximum(m_i, tl.max(s, 1))
-    alpha = tl.exp2(m_i - m_new)
-    p = tl.exp2(s - m_new[:, None])
-    l_i = l_i * alpha + tl.sum(p, 1)
-    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
-    return m_new, l_i, acc
 
 
 @triton.jit
@@ -83,24 +68,25 @@ def _decode_split_kernel(
     # Until gdc_wait this reads only what was in place before the step began: the lengths and slot table
     # (staged before it) and the keys before the newest (stored by earlier steps). So the first tile's
     # table lookup and K/V reads overlap the kernel before; only q and the newest key, which that kernel
-    # writes, are read after the wait.
-    newest = seq_len - 1
-    pos = lo + tl.arange(0, BLOCK_N)
-    key_ok = pos < hi
-    slots = tl.load(Table + b * stride_tb + pos, mask=key_ok, other=0).to(tl.int64)
-    old = key_ok & (pos < newest)
-    k = tl.load(K + slots[None, :] * stride_ks + kv_head * stride_kh + d[:, None],
-                mask=old[None, :] & d_ok[:, None], other=0.0)
-    v = tl.load(V + slots[:, None] * stride_vs + kv_head * stride_vh + d[None, :],
-                mask=old[:, None] & d_ok[None, :], other=0.0)
+    # writes, are read after the wait. (Without PDL the plain loop below reads every tile: no registers
+    # held across a wait, which sm_80's MQA tiles could not spare.)
     if PDL:
+        newest = seq_len - 1
+        pos = lo + tl.arange(0, BLOCK_N)
+        key_ok = pos < hi
+        slots = tl.load(Table + b * stride_tb + pos, mask=key_ok, other=0).to(tl.int64)
+        old = key_ok & (pos < newest)
+        k = tl.load(K + slots[None, :] * stride_ks + kv_head * stride_kh + d[:, None],
+                    mask=old[None, :] & d_ok[:, None], other=0.0)
+        v = tl.load(V + slots[:, None] * stride_vs + kv_head * stride_vh + d[None, :],
+                    mask=old[:, None] & d_ok[None, :], other=0.0)
         gdc_wait()
+        fresh = key_ok & (pos == newest)
+        k = tl.where(fresh[None, :], tl.load(K + slots[None, :] * stride_ks + kv_head * stride_kh + d[:, None],
+                                             mask=fresh[None, :] & d_ok[:, None], other=0.0), k)
+        v = tl.where(fresh[:, None], tl.load(V + slots[:, None] * stride_vs + kv_head * stride_vh + d[None, :],
+                                             mask=fresh[:, None] & d_ok[None, :], other=0.0), v)
     tl.store(NumSplits + b, n_splits, mask=(split == 0) & (tl.program_id(1) == 0))
-    fresh = key_ok & (pos == newest)
-    k = tl.where(fresh[None, :], tl.load(K + slots[None, :] * stride_ks + kv_head * stride_kh + d[:, None],
-                                         mask=fresh[None, :] & d_ok[:, None], other=0.0), k)
-    v = tl.where(fresh[:, None], tl.load(V + slots[:, None] * stride_vs + kv_head * stride_vh + d[None, :],
-                                         mask=fresh[:, None] & d_ok[None, :], other=0.0), v)
     q = tl.load(Q + b * stride_qb + heads[:, None] * stride_qh + d[None, :],
                 mask=head_ok[:, None] & d_ok[None, :], other=0.0)
     if DOT_F32:
@@ -109,8 +95,11 @@ def _decode_split_kernel(
     m_i = tl.full([BLOCK_H], -1.0e30, tl.float32)
     l_i = tl.zeros([BLOCK_H], tl.float32)
     acc = tl.zeros([BLOCK_H, D_P2], tl.float32)
-    m_i, l_i, acc = _attend_tile(q, k, v, key_ok, m_i, l_i, acc, qk_scale, DOT_F32, PRECISION)
-    for n0 in range(lo + BLOCK_N, hi, BLOCK_N):
+    first = lo
+    if PDL:
+        m_i, l_i, acc = attend_tile(q, k, v, key_ok, m_i, l_i, acc, qk_scale, DOT_F32, PRECISION)
+        first = lo + BLOCK_N
+    for n0 in range(first, hi, BLOCK_N):
         pos = n0 + tl.arange(0, BLOCK_N)
         key_ok = pos < hi
         slots = tl.load(Table + b * stride_tb + pos, mask=key_ok, other=0).to(tl.int64)
@@ -118,7 +107,7 @@ def _decode_split_kernel(
                     mask=key_ok[None, :] & d_ok[:, None], other=0.0)
         v = tl.load(V + slots[:, None] * stride_vs + kv_head * stride_vh + d[None, :],
                     mask=key_ok[:, None] & d_ok[None, :], other=0.0)
-        m_i, l_i, acc = _attend_tile(q, k, v, key_ok, m_i, l_i, acc, qk_scale, DOT_F32, PRECISION)
+        m_i, l_i, acc = attend_tile(q, k, v, key_ok, m_i, l_i, acc, qk_scale, DOT_F32, PRECISION)
 
     # Stage 2 reads only splits below n_splits; a sequence without keys leaves its split 0 at -inf.
     has_keys = l_i > 0

@@ -17,6 +17,7 @@ import triton
 import triton.language as tl
 
 from kernels.common import dot_in_f32, dot_precision
+from kernels.online_softmax import attend_tile
 
 BLOCK_N = 64
 MIN_SPLIT = 256     # fewest prefix keys worth a split of their own
@@ -154,17 +155,7 @@ def _group_split_kernel(
                     mask=key_ok[None, :] & d_ok[:, None], other=0.0)
         v = tl.load(V + slots[:, None] * stride_vs + kv_head * stride_vh + d[None, :],
                     mask=key_ok[:, None] & d_ok[None, :], other=0.0)
-        if DOT_F32:
-            k = k.to(tl.float32)
-            v = v.to(tl.float32)
-        s = tl.dot(q, k, input_precision=PRECISION) * qk_scale
-        s = tl.where(key_ok[None, :], s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        alpha = tl.exp2(m_i - m_new)
-        p = tl.exp2(s - m_new[:, None])
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
-        m_i = m_new
+        m_i, l_i, acc = attend_tile(q, k, v, key_ok, m_i, l_i, acc, qk_scale, DOT_F32, PRECISION)
 
     has_keys = l_i > 0
     l_safe = tl.where(has_keys, l_i, 1.0)

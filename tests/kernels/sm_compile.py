@@ -22,6 +22,7 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 from triton.runtime.jit import JITFunction
 
+import kernels.common
 import kernels.decode_attention
 import kernels.extend_attention
 from tests.kernels.slots import launch_all
@@ -79,8 +80,8 @@ def main(archs: list[str]) -> int:
         target, smem = TARGETS[arch]
         launches: list[tuple[str, JITFunction, tuple, dict]] = []
         JITFunction.run = lambda self, *args, grid, warmup, **kw: launches.append((label, self, args, kw))
-        for module in (kernels.decode_attention, kernels.extend_attention):
-            module.capability = lambda device, arch=target.arch: arch
+        for module in (kernels.decode_attention, kernels.extend_attention, kernels.common):
+            module.capability = lambda device, arch=target.arch: arch      # sm_90: the PDL variants too
         for label, call in launch_all():
             call()
         seen = set()
