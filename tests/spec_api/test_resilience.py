@@ -38,7 +38,8 @@ def test_exhausted_retries_are_a_502(one):
 
 def test_a_dead_upstream_falls_back_and_opens_its_circuit(proxy):
     fake, url = proxy.upstream()
-    base, router = proxy.gateway([dead_url(), url], replace(FAST, affinity=False))
+    # a cooldown no loaded machine outlasts: the circuit must still be open after the eight requests
+    base, router = proxy.gateway([dead_url(), url], replace(FAST, affinity=False, breaker_cooldown=60.0))
     client = proxy.client(base)
     for _ in range(8):                                        # idle: turns alternate between the two
         assert chat(client).choices[0].message.content == HELLO
