@@ -1,7 +1,7 @@
 """A decode step's inputs written into the decode graphs' static buffers by one kernel.
 
-The host sends one int64 array [3, n] (positions, sequence lengths, req_to_token rows) in one copy;
-this fills what every captured decode graph reads (gateway.engine.cuda_graphs), for rows < n:
+The host sends one int64 array (positions, sequence lengths, req_to_token rows, and the token ids
+unless they are already on the device: a decode window's draw) in one copy; this fills what every captured decode graph reads (gateway.engine.cuda_graphs), for rows < n:
 
     ids[i], positions[i], seq_lens[i]      the new token, its position, the length including it
     table[i, :seq_lens[i]]                 the sequence's row of req_to_token (later columns never read)
