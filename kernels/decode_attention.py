@@ -64,6 +64,8 @@ def _decode_split_kernel(
     n_splits = tl.maximum((length + chunk - 1) // chunk, 1)
     lo = start + split * chunk
     hi = tl.minimum(lo + chunk, seq_len)
+    if split >= n_splits:          # an idle split (the grid fits the longest table row) ends at once
+        return
 
     # Until gdc_wait this reads only what was in place before the step began: the lengths and slot table
     # (staged before it) and the keys before the newest (stored by earlier steps). So the first tile's

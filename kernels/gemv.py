@@ -62,13 +62,11 @@ def _weight_tiles(W, rows_a, rows_b, row_ok, kk, K: tl.constexpr, EVEN: tl.const
 
 
 @triton.jit
-def _input_chunk(X, NormW, kk, K: tl.constexpr, scale, NORM: tl.constexpr):
-    """x[kk] as float32 [1, BK]; with NORM, RMSNorm'd as kernels.rmsnorm: normalised in float32,
-    rounded, times the weight, rounded."""
-    k_ok = kk < K
-    x = tl.load(X + kk, mask=k_ok, other=0.0)
+def _input_chunk(X, nw, kk, K: tl.constexpr, scale, NORM: tl.constexpr):
+    """x[kk] as float32 [1, BK]; with NORM, RMSNorm'd as kernels.rmsnorm (nw: the norm weight at kk):
+    normalised in float32, rounded, times the weight, rounded."""
+    x = tl.load(X + kk, mask=kk < K, other=0.0)
     if NORM:
-        nw = tl.load(NormW + kk, mask=k_ok, other=0.0)
         x = (nw.to(tl.float32) * (x.to(tl.float32) * scale).to(x.dtype).to(tl.float32)).to(x.dtype)
     return x.to(tl.float32)[None, :]
 
@@ -87,36 +85,51 @@ def _gemv_kernel(
     row_ok = part < SUB
     rows_a = group * STRIDE + part
     rows_b = rows_a + OFFSET
-    # The first weight tiles are read before waiting on the kernel before (weights never depend on it):
-    # launched as a programmatic dependent (PDL), this product's first reads overlap that kernel's tail.
-    wa, wb = _weight_tiles(W, rows_a, rows_b, row_ok, tl.arange(0, BK), K, EVEN)
+    # Everything that does not depend on the kernel before is read before waiting for it: the first
+    # weight tiles, the norm weight, the bias, and the token's position and slot (staged before the step's
+    # first kernel). Launched as a programmatic dependent (PDL), these reads overlap that kernel's tail.
+    kk = tl.arange(0, BK)
+    wa, wb = _weight_tiles(W, rows_a, rows_b, row_ok, kk, K, EVEN)
+    nw = tl.load(NormW + kk, mask=kk < K, other=0.0) if NORM else 0.0
+    if HAS_BIAS:
+        bias_a = tl.load(Bias + rows_a, mask=row_ok, other=0.0).to(tl.float32)
+        bias_b = tl.load(Bias + rows_b, mask=row_ok, other=0.0).to(tl.float32)
+    if EPILOGUE == 2:       # EPI_ROPE_STORE: cos and sin of the position, as models.layers computes them
+        freq = tl.load(Positions).to(tl.float32) * tl.load(InvFreq + part, mask=row_ok, other=0.0)
+        if PRECISE_TRIG:
+            cos, sin = libdevice.cos(freq), libdevice.sin(freq)
+        else:               # the interpreter has no libdevice; numpy's cos/sin serve
+            cos, sin = tl.cos(freq), tl.sin(freq)
+        slot = tl.load(Slots).to(tl.int64)
     if PDL:
         gdc_launch_dependents()
         gdc_wait()          # x, the residual and the caches are the kernels before's: read after this
+    if EPILOGUE == 0:       # EPI_RESIDUAL: the residual's read overlaps x's
+        ra = tl.load(Res + rows_a, mask=row_ok, other=0.0).to(tl.float32)
+        rb = tl.load(Res + rows_b, mask=row_ok, other=0.0).to(tl.float32)
     scale = 1.0
     if NORM:
         scale = _rms_scale(X, K, BK, eps)
-    xf = _input_chunk(X, NormW, tl.arange(0, BK), K, scale, NORM)
+    xf = _input_chunk(X, nw, kk, K, scale, NORM)
     acc_a = wa.to(tl.float32) * xf
     acc_b = wb.to(tl.float32) * xf
     for k0 in range(BK, K, BK):
         kk = k0 + tl.arange(0, BK)
         wa, wb = _weight_tiles(W, rows_a, rows_b, row_ok, kk, K, EVEN)
-        xf = _input_chunk(X, NormW, kk, K, scale, NORM)
+        nw = tl.load(NormW + kk, mask=kk < K, other=0.0) if NORM else 0.0
+        xf = _input_chunk(X, nw, kk, K, scale, NORM)
         acc_a += wa.to(tl.float32) * xf
         acc_b += wb.to(tl.float32) * xf
     ya = tl.sum(acc_a, 1)
     yb = tl.sum(acc_b, 1)
     if HAS_BIAS:        # cuBLAS adds the bias to the float32 product before rounding
-        ya += tl.load(Bias + rows_a, mask=row_ok, other=0.0).to(tl.float32)
-        yb += tl.load(Bias + rows_b, mask=row_ok, other=0.0).to(tl.float32)
+        ya += bias_a
+        yb += bias_b
     dtype = X.dtype.element_ty
     ya = ya.to(dtype).to(tl.float32)
     yb = yb.to(dtype).to(tl.float32)
 
     if EPILOGUE == 0:       # EPI_RESIDUAL: residual = (y + residual) rounded, as kernels.rmsnorm's add
-        ra = tl.load(Res + rows_a, mask=row_ok, other=0.0).to(tl.float32)
-        rb = tl.load(Res + rows_b, mask=row_ok, other=0.0).to(tl.float32)
         tl.store(Res + rows_a, (ya + ra).to(dtype), mask=row_ok)
         tl.store(Res + rows_b, (yb + rb).to(dtype), mask=row_ok)
     elif EPILOGUE == 1:     # EPI_SILU_MUL: as kernels.activation
@@ -127,18 +140,12 @@ def _gemv_kernel(
         tl.store(Out + rows_b, yb.to(dtype), mask=row_ok)
     else:                   # EPI_ROPE_STORE: rows of head `group`, a its first half, b its second
         head = group
-        if head < QH + KVH:     # q or k: rotated as kernels.rope, by cos/sin as models.layers computes them
-            freq = tl.load(Positions).to(tl.float32) * tl.load(InvFreq + part, mask=row_ok, other=0.0)
-            if PRECISE_TRIG:
-                c = libdevice.cos(freq).to(dtype).to(tl.float32)
-                s = libdevice.sin(freq).to(dtype).to(tl.float32)
-            else:           # the interpreter has no libdevice; numpy's cos/sin serve
-                c = tl.cos(freq).to(dtype).to(tl.float32)
-                s = tl.sin(freq).to(dtype).to(tl.float32)
+        if head < QH + KVH:     # q or k: rotated as kernels.rope
+            c = cos.to(dtype).to(tl.float32)
+            s = sin.to(dtype).to(tl.float32)
             new_a = (ya * c).to(dtype).to(tl.float32) - (yb * s).to(dtype).to(tl.float32)
             new_b = (yb * c).to(dtype).to(tl.float32) + (ya * s).to(dtype).to(tl.float32)
             ya, yb = new_a, new_b
-        slot = tl.load(Slots).to(tl.int64)
         if head < QH:
             tl.store(Out + rows_a, ya.to(dtype), mask=row_ok)
             tl.store(Out + rows_b, yb.to(dtype), mask=row_ok)
