@@ -102,6 +102,18 @@ def copy_bandwidth() -> float:
     return 2 * (1 << 30) / min(by_sms, eager) / 1e9
 
 
+def read_bandwidth() -> float:
+    """GB/s of reading 1 GiB once (a float32 sum by the SMs, replayed in a graph). A batch-1 decode step
+    only reads its weights, and HBM can read faster than it copies (a copy turns the bus around between
+    reads and writes), so weight bytes over this rate is the tighter of the two limits."""
+    src = torch.empty(1 << 28, dtype=torch.float32, device=DEVICE).normal_()
+    out = torch.empty((), dtype=torch.float32, device=DEVICE)
+    seconds = graph_time([lambda: torch.sum(src, dim=0, out=out)], repeats=20)
+    del src
+    torch.cuda.empty_cache()
+    return (1 << 30) / seconds / 1e9
+
+
 def limits() -> tuple[float, float]:
     copy_gbs = copy_bandwidth()
     a, b = (torch.randn(8192, 8192, dtype=torch.bfloat16, device=DEVICE) for _ in range(2))
