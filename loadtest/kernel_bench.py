@@ -6,7 +6,7 @@
 Measured in the same run: a ~1 GiB device-to-device copy (`dst.copy_(src)`, bytes read + written) is
 the bandwidth limit, an 8192^3 bf16 matmul the compute limit. Decode attention, the KV store and
 RMSNorm are memory-bound: each prints GB/s (decode: the KV it reads plus q and out) and the ratio to
-the copy. Extend attention is compute-bound: TFLOP/s of the causal work (4 * pairs * head_dim * heads)
+the copy; so does the grammar bitmask (its mask and logits read, the logits written). Extend attention is compute-bound: TFLOP/s of the causal work (4 * pairs * head_dim * heads)
 and the ratio to the matmul. Kernels are timed as CUDA graphs of calls (how decode runs in the engine,
 so no launch overhead), after a warm-up, with CUDA events; the calls cycle over enough layers of
 the pool that the working set exceeds L2, and slots are shuffled across the pool. The torch
@@ -209,6 +209,23 @@ def bench_memory_bound(shape: Shape, rows_list: list[int], copy_gbs: float) -> N
         torch.cuda.empty_cache()
 
 
+def bench_bitmask(batches: list[int], vocab: int, copy_gbs: float) -> None:
+    """The grammar bitmask (kernels.bitmask) on a Llama 3 vocabulary, a random half of each row refused:
+    GB/s of the mask and logits read plus the logits written, against the copy, and the torch path."""
+    from kernels.bitmask import apply_token_bitmask, apply_token_bitmask_ref
+    print(f"\ngrammar bitmask, vocab {vocab}, a random half of the tokens refused")
+    print(f"{'batch':>6} {'us':>8} {'GB/s':>8} {'x copy':>7} {'torch us':>10} {'speedup':>8}")
+    for batch in batches:
+        logits = torch.randn(batch, vocab, device=DEVICE)
+        words = -(-vocab // 32)
+        mask = torch.randint(-2 ** 31, 2 ** 31, (batch, words), device=DEVICE, dtype=torch.int64).to(torch.int32)
+        seconds = graph_time([lambda: apply_token_bitmask(logits, mask)], repeats=50)
+        ref = graph_time([lambda: apply_token_bitmask_ref(logits, mask)], repeats=10)
+        moved = mask.numel() * 4 + 2 * logits.numel() * 4
+        print(f"{batch:>6} {us(seconds):>8} {moved / seconds / 1e9:>8.0f} {moved / seconds / 1e9 / copy_gbs:>7.2f} "
+              f"{us(ref):>10} {ref / seconds:>7.1f}x")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="a few points per kernel")
@@ -232,6 +249,7 @@ def main() -> None:
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}")
     print(f"limits measured now: copy {copy_gbs:.0f} GB/s (1 GiB dst.copy_(src), read + write), "
           f"bf16 matmul {mm_tflops:.0f} TFLOP/s (8192^3)")
+    bench_bitmask([1, 256] if args.quick else [1, 16, 256], 128256, copy_gbs)
     for shape in SHAPES:
         bench_decode(shape, batches, contexts, copy_gbs, args.ref_limit)
         bench_extend(shape, extend_cases, mm_tflops)

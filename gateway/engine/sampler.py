@@ -37,8 +37,8 @@ import torch
 from gateway.engine.models.layers import triton_kernel
 from gateway.engine.transfer import to_device
 from gateway.protocol import InvalidRequest, SamplingParams
+from kernels.bitmask_ref import apply_token_bitmask_ref
 
-_WORD_BITS = 32
 _SEED_BITS = (1 << 64) - 1
 
 
@@ -61,16 +61,13 @@ class SampleOutput:
 def apply_token_bitmask(logits: torch.Tensor, bitmask: torch.Tensor) -> None:
     """Set logits[b, t] to -inf, in place, unless bit t % 32 of bitmask[b, t // 32] is set.
 
-    bitmask is int32 [batch, ceil(vocab / 32)]; a word of -1 allows all 32 of its tokens.
+    bitmask is int32 [batch, ceil(vocab / 32)]; a word of -1 allows all 32 of its tokens. On CUDA one
+    Triton kernel (kernels.bitmask), else its torch specification.
     """
-    batch, vocab = logits.shape
-    words = -(-vocab // _WORD_BITS)
-    assert bitmask.dtype == torch.int32 and tuple(bitmask.shape) == (batch, words), \
-        f"bitmask must be int32 [{batch}, {words}], got {bitmask.dtype} {list(bitmask.shape)}"
-    shifts = torch.arange(_WORD_BITS, dtype=torch.int32, device=bitmask.device)
-    bits = (bitmask.unsqueeze(-1) >> shifts) & 1
-    allowed = bits.view(batch, words * _WORD_BITS)[:, :vocab].bool()
-    logits.masked_fill_(~allowed, -math.inf)
+    if logits.is_cuda and (kernel := triton_kernel("bitmask", "apply_token_bitmask")) is not None:
+        kernel(logits, bitmask)
+    else:
+        apply_token_bitmask_ref(logits, bitmask)
 
 
 class Sampler:

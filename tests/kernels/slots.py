@@ -85,6 +85,8 @@ def launch_all() -> list[tuple[str, Callable[[], object]]]:
             calls.append((f"add_rmsnorm {str(dtype)[6:]} {hidden}",
                           lambda x=x: add_rmsnorm(x, x[0], 1e-6, residual=x.clone())))
     calls += gemv_launches()
+    from kernels.bitmask import apply_token_bitmask
+    calls.append(("bitmask", lambda: apply_token_bitmask(torch.zeros(2, 5000), torch.full((2, 157), -1, dtype=torch.int32))))
     return calls
 
 
