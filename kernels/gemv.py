@@ -17,9 +17,10 @@ then each step of the epilogue rounds where the module it replaces rounds. Only 
 order differs from cuBLAS's. References: the `*_ref` functions, built from those modules' references.
 On sm_90 each product launches as a programmatic dependent (kernels.common.pdl): its first weight
 tiles, norm weight, bias, position and slot are read while the kernel before it still runs, and only
-then does it wait for that kernel. So the position and the slot must be in place before the step's
-first kernel (engine.cuda_graphs stages them; a programmatic dependent may start before the kernel
-before it has finished, never before the last ordinary launch).
+then does it wait for that kernel. So the position and the slot must have been written before the
+last ordinary (non-PDL) launch ahead of the products: a programmatic dependent may start before the
+kernel ahead of it finishes, but an ordinary launch starts only after everything before it. Here
+engine.cuda_graphs stages them, and the embedding lookup after the staging is an ordinary launch.
 
 One program owns BLOCK rows of each of two row sets that its epilogue pairs: the two halves of a head
 for RoPE (rows r and r + head_dim / 2), a gate row and its up row, or plain consecutive rows. Row r of
