@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import threading
 
 import pytest
 import torch
@@ -31,6 +32,23 @@ async def collect(engine: Engine, req: GenerateRequest, delay: float = 0.0) -> d
 def run_all(engine: Engine, reqs: list[GenerateRequest], delays: list[float] | None = None) -> list[dict]:
     async def main():
         return await asyncio.gather(*(collect(engine, r, d) for r, d in zip(reqs, delays or [0.0] * len(reqs))))
+    return asyncio.run(main())
+
+
+def run_arriving_together(engine: Engine, reqs: list[GenerateRequest]) -> list[dict]:
+    """run_all with every request in the engine's inbox before it schedules any: the engine thread is
+    held by a task of its own until the client loop has sent them all (each send is its own task's
+    second step; the gate opens after five turns of the loop), so no step sees a part of them."""
+    gate = threading.Event()
+    engine._inbox.put(gate.wait)
+
+    async def open_gate():
+        for _ in range(5):
+            await asyncio.sleep(0)
+        gate.set()
+
+    async def main():
+        return (await asyncio.gather(open_gate(), *(collect(engine, r) for r in reqs)))[1:]
     return asyncio.run(main())
 
 
@@ -301,7 +319,7 @@ def test_families_sharing_a_prefix_are_admitted_together(qwen3):
             batches.append({r.prompt_ids[0] for r in batch.reqs})
         return forward(batch, *window)
     engine.runner.forward = recording
-    run_all(engine, reqs)
+    run_arriving_together(engine, reqs)      # arrivals spread over steps could split a family
     assert batches and all(len(families) == 2 for families in batches), batches
     assert_no_leak(engine)
     engine.shutdown()
