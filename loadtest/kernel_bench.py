@@ -6,8 +6,9 @@
 Measured in the same run: a ~1 GiB device-to-device copy (`dst.copy_(src)`, bytes read + written) is
 the bandwidth limit, an 8192^3 bf16 matmul the compute limit. Decode attention, the KV store and
 RMSNorm are memory-bound: each prints GB/s (decode: the KV it reads plus q and out) and the ratio to
-the copy; so does the grammar bitmask (its mask and logits read, the logits written). Extend attention is compute-bound: TFLOP/s of the causal work (4 * pairs * head_dim * heads)
-and the ratio to the matmul. Kernels are timed as CUDA graphs of calls (how decode runs in the engine,
+the copy; so does the grammar bitmask (its mask and logits read, the logits written). Extend attention
+is compute-bound: TFLOP/s of the causal work (4 * pairs * head_dim * heads) and the ratio to the
+matmul. Kernels are timed as CUDA graphs of calls (how decode runs in the engine,
 so no launch overhead), after a warm-up, with CUDA events; the calls cycle over enough layers of
 the pool that the working set exceeds L2, and slots are shuffled across the pool. The torch
 references run as the torch backend would (attention eagerly, sequence by sequence, in float32).
