@@ -6,10 +6,13 @@ ramp (~2 µs), about a fifth of a 1B-parameter step. Here each product y = W x (
 keeps it, x: [K]) carries them as a prologue and an epilogue:
 
     norm_gemv_rope_store   x = RMSNorm(residual); y = W_qkv x (+ bias); q and k rotated (RoPE, cos and sin
-                           of the position computed here); q written out, k and v stored at the token's slot
+                           of the position computed here); q written out, k and v stored at the token's slot.
+                           In the first layer the residual is the token's embedding row, looked up here
+                           and written to the residual stream (no embedding kernel ahead of it)
     norm_gemv_silu_mul     x = RMSNorm(residual); out = silu(W_gate x) * (W_up x)
     gemv_add_residual      residual += W x      (the o and down projections)
-    gemv                   y = W x, or W RMSNorm(x)   (the logits of one token)
+    gemv                   y = W x, or W RMSNorm(x)   (the logits of one token, the final norm folded in;
+                           stored rounded to the activation dtype, into a float32 buffer if given one)
 
 The rounding points are those of the unfused modules (models.layers, kernels.rmsnorm / rope /
 kv_store / activation): the product is accumulated in float32 and rounded to the activation dtype,
@@ -18,9 +21,10 @@ order differs from cuBLAS's. References: the `*_ref` functions, built from those
 On sm_90 each product launches as a programmatic dependent (kernels.common.pdl): its first weight
 tiles, norm weight, bias, position and slot are read while the kernel before it still runs, and only
 then does it wait for that kernel. So the position and the slot must have been written before the
-last ordinary (non-PDL) launch ahead of the products: a programmatic dependent may start before the
-kernel ahead of it finishes, but an ordinary launch starts only after everything before it. Here
-engine.cuda_graphs stages them, and the embedding lookup after the staging is an ordinary launch.
+last ordinary (non-PDL) launch or copy ahead of the products: a programmatic dependent may start
+before a product ahead of it finishes, but not before an ordinary kernel or a copy ahead of it has.
+Here engine.cuda_graphs stages them (the token id too) by an ordinary kernel before the step's first
+product, or the eager path copies them from the host.
 
 One program owns BLOCK rows of each of two row sets that its epilogue pairs: the two halves of a head
 for RoPE (rows r and r + head_dim / 2), a gate row and its up row, or plain consecutive rows. Row r of
@@ -77,13 +81,15 @@ def _input_chunk(X, nw, kk, K: tl.constexpr, scale, NORM: tl.constexpr):
 
 @triton.jit
 def _gemv_kernel(
-    X, W, Bias, NormW, Out, Res, Positions, InvFreq, KCache, VCache, Slots,
+    X, W, Bias, NormW, Out, Res, Positions, InvFreq, KCache, VCache, Slots, Ids,
     eps, stride_ks, stride_kh, stride_vs, stride_vh,
     K: tl.constexpr, SUB: tl.constexpr, P: tl.constexpr, STRIDE: tl.constexpr, OFFSET: tl.constexpr,
     BLOCK: tl.constexpr, BK: tl.constexpr, EVEN: tl.constexpr, NORM: tl.constexpr, HAS_BIAS: tl.constexpr,
     EPILOGUE: tl.constexpr, QH: tl.constexpr, KVH: tl.constexpr, PRECISE_TRIG: tl.constexpr,
-    PDL: tl.constexpr,
+    EMBED: tl.constexpr, PDL: tl.constexpr,
 ):
+    if EMBED:           # x is row ids[0] of the embedding table X, which the kernels before never write
+        X = X + tl.load(Ids).to(tl.int64) * K
     group = tl.program_id(0) // P
     part = (tl.program_id(0) % P) * BLOCK + tl.arange(0, BLOCK)
     row_ok = part < SUB
@@ -124,6 +130,11 @@ def _gemv_kernel(
         xf = _input_chunk(X, nw, kk, K, scale, NORM)
         acc_a += wa.to(tl.float32) * xf
         acc_b += wb.to(tl.float32) * xf
+    if EMBED:           # the residual stream starts as the embedding row
+        if tl.program_id(0) == 0:
+            for k0 in range(0, K, BK):
+                kk = k0 + tl.arange(0, BK)
+                tl.store(Res + kk, tl.load(X + kk, mask=kk < K), mask=kk < K)
     ya = tl.sum(acc_a, 1)
     yb = tl.sum(acc_b, 1)
     if HAS_BIAS:        # cuBLAS adds the bias to the float32 product before rounding
@@ -181,9 +192,9 @@ def _config(rows: int, k: int, epilogue: int) -> tuple[int, int, int]:
 
 
 def _launch(x, w, epilogue, *, sub, groups, stride, offset, norm=None, bias=None, out=None, res=None,
-            rope=None, kv=None, qh=0, kvh=0, block=None, bk=None, num_warps=None):
+            rope=None, kv=None, qh=0, kvh=0, ids=None, block=None, bk=None, num_warps=None):
     k = x.shape[-1]
-    assert x.is_contiguous() and w.is_contiguous() and w.shape[1] == k and x.numel() == k
+    assert x.is_contiguous() and w.is_contiguous() and w.shape[1] == k and (ids is not None or x.numel() == k)
     dblock, dbk, dwarps = _config(w.shape[0], k, epilogue)
     block, bk, num_warps = block or dblock, bk or dbk, num_warps or dwarps
     p = triton.cdiv(sub, block)
@@ -195,10 +206,11 @@ def _launch(x, w, epilogue, *, sub, groups, stride, offset, norm=None, bias=None
     _gemv_kernel[(groups * p,)](
         x, w, bias if bias is not None else dummy, nw, out if out is not None else dummy,
         res if res is not None else dummy, positions, inv_freq, k_cache, v_cache, slots,
+        ids if ids is not None else dummy,
         eps, k_cache.stride(0), k_cache.stride(1), v_cache.stride(0), v_cache.stride(1),
         K=k, SUB=sub, P=p, STRIDE=stride, OFFSET=offset, BLOCK=block, BK=bk,
         EVEN=k % bk == 0 and sub % block == 0, NORM=norm is not None, HAS_BIAS=bias is not None,
-        EPILOGUE=epilogue, QH=qh, KVH=kvh, PRECISE_TRIG=not interpreting(),
+        EPILOGUE=epilogue, QH=qh, KVH=kvh, PRECISE_TRIG=not interpreting(), EMBED=ids is not None,
         PDL=dependent, num_warps=num_warps, **({"launch_pdl": True} if dependent else {}),
     )
 
@@ -221,11 +233,15 @@ def norm_gemv_silu_mul(residual: torch.Tensor, norm_weight: torch.Tensor, eps: f
     return out
 
 
-def gemv(x: torch.Tensor, w: torch.Tensor, norm: tuple[torch.Tensor, float] | None = None, **tune) -> torch.Tensor:
-    """W x, or W RMSNorm(x) with norm = (weight, eps): x [1, K], w [N, K] (N even). [1, N]."""
+def gemv(x: torch.Tensor, w: torch.Tensor, norm: tuple[torch.Tensor, float] | None = None,
+         out: torch.Tensor | None = None, **tune) -> torch.Tensor:
+    """W x, or W RMSNorm(x) with norm = (weight, eps): x [1, K], w [N, K] (N even). [1, N] in x's dtype,
+    or written to `out` ([1, N], contiguous; a wider dtype holds the same x-dtype values)."""
     n = w.shape[0]
     assert n % 2 == 0, "plain rows are split into two equal sets"
-    out = torch.empty((1, n), dtype=x.dtype, device=x.device)
+    if out is None:
+        out = torch.empty((1, n), dtype=x.dtype, device=x.device)
+    assert out.shape == (1, n) and out.is_contiguous()
     _launch(x, w, EPI_STORE, sub=n // 2, groups=1, stride=0, offset=n // 2, norm=norm, out=out, **tune)
     return out
 
@@ -233,16 +249,22 @@ def gemv(x: torch.Tensor, w: torch.Tensor, norm: tuple[torch.Tensor, float] | No
 def norm_gemv_rope_store(residual: torch.Tensor, norm_weight: torch.Tensor, eps: float, w: torch.Tensor,
                          bias: torch.Tensor | None, positions: torch.Tensor, inv_freq: torch.Tensor,
                          k_cache: torch.Tensor, v_cache: torch.Tensor, out_slots: torch.Tensor,
-                         num_heads: int, num_kv_heads: int, **tune) -> torch.Tensor:
+                         num_heads: int, num_kv_heads: int, embed: tuple[torch.Tensor, torch.Tensor] | None = None,
+                         **tune) -> torch.Tensor:
     """q of one token, [1, heads * D], rotated; its k (rotated) and v stored at slot `out_slots[0]` of
-    k_cache / v_cache ([slots, kv_heads, D]). x = RMSNorm(residual); w: [(heads + 2 kv_heads) * D, K]."""
+    k_cache / v_cache ([slots, kv_heads, D]). x = RMSNorm(residual); w: [(heads + 2 kv_heads) * D, K].
+    With embed = (table [V, K], ids [1]), the residual is table[ids[0]], written to `residual` here."""
     d = k_cache.shape[-1]
     assert d % 2 == 0 and w.shape[0] == (num_heads + 2 * num_kv_heads) * d
     assert k_cache.stride(2) == v_cache.stride(2) == 1 and inv_freq.dtype == torch.float32
     q = torch.empty((1, num_heads * d), dtype=residual.dtype, device=residual.device)
-    _launch(residual, w, EPI_ROPE_STORE, sub=d // 2, groups=num_heads + 2 * num_kv_heads, stride=d,
-            offset=d // 2, norm=(norm_weight, eps), bias=bias, out=q, rope=(positions, inv_freq),
-            kv=(k_cache, v_cache, out_slots), qh=num_heads, kvh=num_kv_heads, **tune)
+    x, ids = residual, None
+    if embed is not None:
+        x, ids = embed
+        assert x.dtype == residual.dtype and x.shape[1] == residual.shape[-1] == residual.numel() and ids.numel() == 1
+    _launch(x, w, EPI_ROPE_STORE, sub=d // 2, groups=num_heads + 2 * num_kv_heads, stride=d,
+            offset=d // 2, norm=(norm_weight, eps), bias=bias, out=q, res=residual, rope=(positions, inv_freq),
+            kv=(k_cache, v_cache, out_slots), qh=num_heads, kvh=num_kv_heads, ids=ids, **tune)
     return q
 
 
@@ -252,8 +274,9 @@ def gemv_add_residual_ref(x, w, residual) -> None:
     residual.copy_((torch.nn.functional.linear(x, w).float() + residual.float()).to(residual.dtype))
 
 
-def gemv_ref(x, w, norm=None) -> torch.Tensor:
-    return torch.nn.functional.linear(x if norm is None else add_rmsnorm_ref(x, *norm), w)
+def gemv_ref(x, w, norm=None, out=None) -> torch.Tensor:
+    y = torch.nn.functional.linear(x if norm is None else add_rmsnorm_ref(x, *norm), w)
+    return y if out is None else out.copy_(y)
 
 
 def norm_gemv_silu_mul_ref(residual, norm_weight, eps, w) -> torch.Tensor:
@@ -262,7 +285,9 @@ def norm_gemv_silu_mul_ref(residual, norm_weight, eps, w) -> torch.Tensor:
 
 
 def norm_gemv_rope_store_ref(residual, norm_weight, eps, w, bias, positions, inv_freq, k_cache, v_cache,
-                             out_slots, num_heads, num_kv_heads) -> torch.Tensor:
+                             out_slots, num_heads, num_kv_heads, embed=None) -> torch.Tensor:
+    if embed is not None:
+        residual.copy_(torch.nn.functional.embedding(embed[1], embed[0]).view_as(residual))
     d = k_cache.shape[-1]
     qkv = torch.nn.functional.linear(add_rmsnorm_ref(residual, norm_weight, eps), w, bias)
     q, k, v = qkv.split([num_heads * d, num_kv_heads * d, num_kv_heads * d], dim=-1)

@@ -1,7 +1,8 @@
 """Decode steps replayed from CUDA graphs: the model forward and its logits, captured once per batch size.
 
 One set of static buffers, sized for the largest batch, holds a decode's inputs (token ids, positions,
-sequence lengths, the batch's rows of req_to_token, the slots its new K/V goes to) and its logits; every
+sequence lengths, the batch's rows of req_to_token, the slots its new K/V goes to) and its float32 logits
+(written there by the logits product itself at batch 1: DecoderForCausalLM.logits_into); every
 graph reads and writes those same buffers. A decode of n sequences replays the graph of the smallest
 captured size >= n. Its rows n..size-1 are padding:
 
@@ -53,7 +54,7 @@ class DecodeGraphs:
         self.seq_lens = torch.zeros(n, dtype=torch.int32, device=dev)
         self.table = torch.zeros((n, req_table.shape[1]), dtype=torch.int32, device=dev)
         self.out_slots = torch.zeros(n, dtype=torch.int64, device=dev)
-        self.logits = torch.zeros((n, model.config.vocab_size), dtype=model.lm_head.weight.dtype, device=dev)
+        self.logits = torch.zeros((n, model.config.vocab_size), dtype=torch.float32, device=dev)
         ones = torch.ones(n, dtype=torch.int32, device=dev)
         # The host lists are nominal: a graph-capable backend's decode reads only the device tensors.
         self.metas = {bs: AttentionMetadata(self.seq_lens[:bs], ones[:bs], self.table[:bs], self.out_slots[:bs],
@@ -63,8 +64,8 @@ class DecodeGraphs:
         if shared_prefixes:
             assert backend.supports_shared_prefixes
             from kernels.shared_prefix import SharedPrefixes       # triton: only with a backend that has it
-            cfg = model.config
-            self.shared = SharedPrefixes.build(n, [], cfg.num_heads // cfg.num_kv_heads, self.logits.dtype, dev,
+            cfg, dtype = model.config, model.lm_head.weight.dtype
+            self.shared = SharedPrefixes.build(n, [], cfg.num_heads // cfg.num_kv_heads, dtype, dev,
                                                tiles=SharedPrefixes.tiles_for(n))      # as `view(n)` takes
             for bs, meta in self.metas.items():
                 meta.shared_prefixes = self.shared.view(bs)
@@ -103,12 +104,11 @@ class DecodeGraphs:
             self.graphs[bs].replay()
         else:
             self._forward(bs)
-        return self.logits[:n].to(torch.float32, copy=True)      # the buffer is overwritten by the next step
+        return self.logits[:n].clone()      # the buffer is overwritten by the next step
 
     def _forward(self, bs: int) -> None:
         self.backend.prepare(self.metas[bs])
-        hidden = self.model(self.ids[:bs], self.positions[:bs])
-        self.logits[:bs] = self.model.compute_logits(hidden)
+        self.model.logits_into(self.ids[:bs], self.positions[:bs], self.logits[:bs])
 
     @torch.inference_mode()
     def _capture(self) -> None:

@@ -63,10 +63,25 @@ def test_gemv(device, gen, dtype, n, k, normed):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
-@pytest.mark.parametrize("head_dim,heads,kv_heads", [(64, 4, 4), (80, 8, 2), (128, 8, 1)])
-@pytest.mark.parametrize("bias", [False, True], ids=["", "bias"])
-def test_norm_gemv_rope_store(device, gen, dtype, head_dim, heads, kv_heads, bias):
+def test_gemv_into_a_float32_buffer_holds_the_same_values(device, gen, dtype):
+    """The logits of a captured step go straight into its float32 buffer: the values the product gives in
+    the activation dtype, widened, so a caller sees what `.float()` of the plain product would give."""
+    x = _rand(gen, 1, 200, scale=3.0).to(device=device, dtype=dtype)
+    norm = ((1 + 0.1 * _rand(gen, 200)).to(device=device, dtype=dtype), 1e-6)
+    w = _rand(gen, 1002, 200, scale=200 ** -0.5).to(device=device, dtype=dtype)
+    out = torch.full((1, 1002), float("nan"), device=device)
+    assert gemv(x, w, norm, out=out) is out
+    assert torch.equal(out, gemv(x, w, norm).float())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
+@pytest.mark.parametrize("head_dim,heads,kv_heads,bias,embedded", [
+    (64, 4, 4, False, False), (64, 4, 4, True, False), (80, 8, 2, False, False), (80, 8, 2, True, False),
+    (128, 8, 1, False, False), (128, 8, 1, True, False), (80, 8, 2, True, True)])
+def test_norm_gemv_rope_store(device, gen, dtype, head_dim, heads, kv_heads, bias, embedded):
+    """embedded: the first layer's product, whose residual is the token's embedding row, looked up there."""
     k = 96
+    table = _rand(gen, 50, k, scale=2.0).to(device=device, dtype=dtype)
     residual = _rand(gen, 1, k, scale=2.0).to(device=device, dtype=dtype)
     norm_w = (1 + 0.1 * _rand(gen, k)).to(device=device, dtype=dtype)
     rows = (heads + 2 * kv_heads) * head_dim
@@ -76,13 +91,16 @@ def test_norm_gemv_rope_store(device, gen, dtype, head_dim, heads, kv_heads, bia
                                                   "high_freq_factor": 4.0, "original_max_position_embeddings": 8192})
     inv_freq = inv_freq.to(device)
     caches = [torch.zeros(9, kv_heads, head_dim, dtype=dtype, device=device) for _ in range(4)]
-    for position, slot in ((0, 3), (4095, 7), (131000, 1)):
+    for position, slot, token in ((0, 3, 0), (4095, 7, 49), (131000, 1, 17)):
         positions = torch.tensor([position], device=device)
         slots = torch.tensor([slot], device=device)
+        embed = (table, torch.tensor([token], device=device)) if embedded else None
+        residual_ref = residual.clone()
         q = norm_gemv_rope_store(residual, norm_w, 1e-5, w, b, positions, inv_freq, caches[0], caches[1], slots,
-                                 heads, kv_heads)
-        q_ref = norm_gemv_rope_store_ref(residual, norm_w, 1e-5, w, b, positions, inv_freq, caches[2], caches[3],
-                                         slots, heads, kv_heads)
+                                 heads, kv_heads, embed)
+        q_ref = norm_gemv_rope_store_ref(residual_ref, norm_w, 1e-5, w, b, positions, inv_freq, caches[2],
+                                         caches[3], slots, heads, kv_heads, embed)
+        assert torch.equal(residual, table[token:token + 1] if embedded else residual_ref)
         torch.testing.assert_close(q, q_ref, **_tol(dtype))
         torch.testing.assert_close(caches[0], caches[2], **_tol(dtype))     # k, rotated, at the slot only
         torch.testing.assert_close(caches[1], caches[3], **_tol(dtype))     # v

@@ -14,7 +14,7 @@ from torch import nn
 
 from gateway.engine.attention import AttentionBackend
 from gateway.engine.models.config import ModelConfig
-from gateway.engine.models.fused_decode import decode_one, fusable
+from gateway.engine.models.fused_decode import decode_logits, decode_one, fusable
 from gateway.engine.models.layers import RMSNorm, RotaryEmbedding, rotate_qk, silu_and_mul
 from gateway.engine.models.parallel import (MergedColumnParallelLinear, ParallelLMHead, QKVParallelLinear,
                                             RowParallelLinear, VocabParallelEmbedding)
@@ -131,3 +131,9 @@ class DecoderForCausalLM(nn.Module, ABC):
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.lm_head(hidden)
+
+    def logits_into(self, input_ids: torch.Tensor, positions: torch.Tensor, out: torch.Tensor) -> None:
+        """The forward and its logits, written to `out` ([tokens, vocab] float32); the backend must be
+        prepared. A one-token decode folds the final norm and this write into its logits product."""
+        if not decode_logits(self, input_ids, positions, out):
+            out.copy_(self.compute_logits(self.forward(input_ids, positions)))
