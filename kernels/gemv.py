@@ -274,9 +274,8 @@ def gemv_add_residual_ref(x, w, residual) -> None:
     residual.copy_((torch.nn.functional.linear(x, w).float() + residual.float()).to(residual.dtype))
 
 
-def gemv_ref(x, w, norm=None, out=None) -> torch.Tensor:
-    y = torch.nn.functional.linear(x if norm is None else add_rmsnorm_ref(x, *norm), w)
-    return y if out is None else out.copy_(y)
+def gemv_ref(x, w, norm=None) -> torch.Tensor:
+    return torch.nn.functional.linear(x if norm is None else add_rmsnorm_ref(x, *norm), w)
 
 
 def norm_gemv_silu_mul_ref(residual, norm_weight, eps, w) -> torch.Tensor:
