@@ -20,11 +20,13 @@ then each step of the epilogue rounds where the module it replaces rounds. Only 
 order differs from cuBLAS's. References: the `*_ref` functions, built from those modules' references.
 On sm_90 each product launches as a programmatic dependent (kernels.common.pdl): its first weight
 tiles, norm weight, bias, position and slot are read while the kernel before it still runs, and only
-then does it wait for that kernel. So the position and the slot must have been written before the
-last ordinary (non-PDL) launch or copy ahead of the products: a programmatic dependent may start
-before a product ahead of it finishes, but not before an ordinary kernel or a copy ahead of it has.
-Here engine.cuda_graphs stages them (the token id too) by an ordinary kernel before the step's first
-product, or the eager path copies them from the host.
+then does it wait for that kernel. So the position and the slot must have been written before the last
+ordinary (non-PDL) launch or copy ahead of the products (a dependent may start before a product ahead
+of it ends, never before an ordinary kernel or copy has); engine.cuda_graphs stages them (the token id
+too) by an ordinary kernel before the step's first product, the eager path copies them from the host.
+A product lets the next kernel launch once those reads are issued, or with `launch_next_early` (the o
+product) at its first instruction: the o product's programs all fit at once, so gate/up programs join
+them and read their whole weight slice while the attention ahead still runs.
 
 One program owns BLOCK rows of each of two row sets that its epilogue pairs: the two halves of a head
 for RoPE (rows r and r + head_dim / 2), a gate row and its up row, or plain consecutive rows. Row r of
@@ -86,8 +88,10 @@ def _gemv_kernel(
     K: tl.constexpr, SUB: tl.constexpr, P: tl.constexpr, STRIDE: tl.constexpr, OFFSET: tl.constexpr,
     BLOCK: tl.constexpr, BK: tl.constexpr, EVEN: tl.constexpr, NORM: tl.constexpr, HAS_BIAS: tl.constexpr,
     EPILOGUE: tl.constexpr, QH: tl.constexpr, KVH: tl.constexpr, PRECISE_TRIG: tl.constexpr,
-    EMBED: tl.constexpr, PDL: tl.constexpr,
+    EMBED: tl.constexpr, PDL: tl.constexpr, EARLY_LAUNCH: tl.constexpr,
 ):
+    if PDL and EARLY_LAUNCH:
+        gdc_launch_dependents()
     if EMBED:           # x is row ids[0] of the embedding table X, which the kernels before never write
         X = X + tl.load(Ids).to(tl.int64) * K
     group = tl.program_id(0) // P
@@ -112,7 +116,8 @@ def _gemv_kernel(
             cos, sin = tl.cos(freq), tl.sin(freq)
         slot = tl.load(Slots).to(tl.int64)
     if PDL:
-        gdc_launch_dependents()
+        if not EARLY_LAUNCH:
+            gdc_launch_dependents()
         gdc_wait()          # x, the residual and the caches are the kernels before's: read after this
     if EPILOGUE == 0:       # EPI_RESIDUAL: the residual's read overlaps x's
         ra = tl.load(Res + rows_a, mask=row_ok, other=0.0).to(tl.float32)
@@ -176,15 +181,18 @@ def _gemv_kernel(
 
 def _config(rows: int, k: int, epilogue: int) -> tuple[int, int, int]:
     """(BLOCK, BK, num_warps): few rows and long reads per program, so that every SM holds several
-    programs each with 16 KB of loads in flight. loadtest.gemv_bench --sweep (H100, 2026-11-22): the qkv
-    product is fastest at 2 x 1024 for both shapes (8B: 18.6 against 22.4 us at 4 x 1024); the o and
-    down products at about 512 programs (8B o: 12.3 against 13.9 us at 2 x 2048); gate/up and the
-    logits within noise of 4 x 1024."""
+    programs each with 16 KB of loads in flight. H100, 2026-11-22 (loadtest.gemv_bench --sweep, and whole
+    steps for gate/up): qkv at 2 x 1024 (8B: 18.6 against 22.4 us at 4 x 1024); o and down at ~512
+    programs (8B o: 12.3 against 13.9 us at 2 x 2048); gate/up at 2 x 2048, the whole slice of a 1B
+    program read before its wait (with the o product's early launch, 1B step 0.975-0.992 -> 0.948-0.964
+    ms, 8B 5.160 -> 5.125); the logits within noise of 4 x 1024."""
     if epilogue == EPI_ROPE_STORE:
         block, bk = 2, 1024
     elif epilogue == EPI_RESIDUAL:
         block = max(1, min(4, rows // 1024))
         bk = 4096 // block
+    elif epilogue == EPI_SILU_MUL:
+        block, bk = 2, 2048
     else:
         block = 2 if rows <= 4096 else 4
         bk = 4096 // block
@@ -192,7 +200,8 @@ def _config(rows: int, k: int, epilogue: int) -> tuple[int, int, int]:
 
 
 def _launch(x, w, epilogue, *, sub, groups, stride, offset, norm=None, bias=None, out=None, res=None,
-            rope=None, kv=None, qh=0, kvh=0, ids=None, block=None, bk=None, num_warps=None):
+            rope=None, kv=None, qh=0, kvh=0, ids=None, launch_next_early=False, block=None, bk=None,
+            num_warps=None):
     k = x.shape[-1]
     assert x.is_contiguous() and w.is_contiguous() and w.shape[1] == k and (ids is not None or x.numel() == k)
     dblock, dbk, dwarps = _config(w.shape[0], k, epilogue)
@@ -211,16 +220,19 @@ def _launch(x, w, epilogue, *, sub, groups, stride, offset, norm=None, bias=None
         K=k, SUB=sub, P=p, STRIDE=stride, OFFSET=offset, BLOCK=block, BK=bk,
         EVEN=k % bk == 0 and sub % block == 0, NORM=norm is not None, HAS_BIAS=bias is not None,
         EPILOGUE=epilogue, QH=qh, KVH=kvh, PRECISE_TRIG=not interpreting(), EMBED=ids is not None,
-        PDL=dependent, num_warps=num_warps, **({"launch_pdl": True} if dependent else {}),
+        PDL=dependent, EARLY_LAUNCH=launch_next_early, num_warps=num_warps, **({"launch_pdl": True} if dependent else {}),
     )
 
 
-def gemv_add_residual(x: torch.Tensor, w: torch.Tensor, residual: torch.Tensor, **tune) -> None:
-    """residual += W x, rounded as the module's add: x [1, K], w [N, K], residual [1, N]; in place."""
+def gemv_add_residual(x: torch.Tensor, w: torch.Tensor, residual: torch.Tensor, launch_next_early: bool = False,
+                      **tune) -> None:
+    """residual += W x, rounded as the module's add: x [1, K], w [N, K], residual [1, N]; in place.
+    `launch_next_early`: under PDL the next kernel may launch at this one's first instruction."""
     n = w.shape[0]
     assert residual.shape[-1] == n and residual.is_contiguous() and residual.dtype == x.dtype
     assert n % 2 == 0, "plain rows are split into two equal sets"
-    _launch(x, w, EPI_RESIDUAL, sub=n // 2, groups=1, stride=0, offset=n // 2, res=residual, **tune)
+    _launch(x, w, EPI_RESIDUAL, sub=n // 2, groups=1, stride=0, offset=n // 2, res=residual,
+            launch_next_early=launch_next_early, **tune)
 
 
 def norm_gemv_silu_mul(residual: torch.Tensor, norm_weight: torch.Tensor, eps: float, w: torch.Tensor,

@@ -81,6 +81,10 @@ def test_a_window_needs_slots_for_every_step(qwen3):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
 def test_windows_replay_decode_graphs_exactly(qwen3):
+    """Windows against single steps through the decode graphs, in float32. A step's padded batch size
+    picks its graph and its attention splits, so a request decoded beside other requests may sum in
+    another order than alone: tokens agree until a greedy draw between two logits that the reference
+    model finds a float32 rounding apart, after which the continuations may part."""
     kw = dict(device="cuda", dtype="float32", kv_slots=8192, debug_checks=True)
     reqs = mixed_requests(1000, stop_token=1)
     from gateway.engine.engine import Engine
@@ -88,5 +92,25 @@ def test_windows_replay_decode_graphs_exactly(qwen3):
     expected, _ = run(Engine(qwen3, decode_steps=1, **kw), reqs, delays)
     got, windows = run(Engine(qwen3, decode_steps=8, **kw), reqs, delays)
     assert max(windows) > 1
-    for r, a, b in zip(reqs, got, expected):
-        assert a["tokens"] == b["tokens"], r.request_id
+    parted = [(r, a, b) for r, res, ref in zip(reqs, got, expected) for a, b in zip(res["tokens"], ref["tokens"]) if a != b]
+    assert len(parted) <= 2, [r.request_id for r, _, _ in parted]
+    for r, a, b in parted:
+        i = next((j for j, (x, y) in enumerate(zip(a, b)) if x != y), None)
+        assert i is not None and r.params.temperature == 0, (r.request_id, a, b)
+        gap, scale = _logit_gap(qwen3, r, b[:i], a[i], b[i])
+        assert gap <= 1e-4 * scale, f"{r.request_id} parts at token {i}: {a[i]} vs {b[i]}, logits {gap:.3g} apart"
+
+
+def _logit_gap(path, req, prefix: list[int], x: int, y: int) -> tuple[float, float]:
+    """|logit x - logit y| after the prompt and `prefix` by the transformers model (the request's repetition
+    penalty applied as the sampler applies it), and the largest |logit| for scale."""
+    from transformers import AutoModelForCausalLM
+    hf = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval().cuda()
+    seen = req.prompt_token_ids + prefix
+    with torch.no_grad():
+        logits = hf(torch.tensor([seen], device="cuda")).logits[0, -1]
+    if req.params.repetition_penalty != 1.0:
+        ids = torch.tensor(sorted(set(seen)), device="cuda")
+        held = logits[ids]
+        logits[ids] = torch.where(held > 0, held / req.params.repetition_penalty, held * req.params.repetition_penalty)
+    return (logits[x] - logits[y]).abs().item(), max(1.0, logits.abs().max().item())

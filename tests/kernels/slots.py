@@ -102,4 +102,6 @@ def gemv_launches() -> list[tuple[str, Callable[[], object]]]:
         ("gemv gate_up silu", lambda: norm_gemv_silu_mul(res, nw, 1e-5, torch.randn(2 * 8192, 2048, **bf))),
         ("gemv down residual", lambda: gemv_add_residual(torch.randn(1, 8192, **bf), torch.randn(2048, 8192, **bf),
                                                          res)),
+        ("gemv o residual, early launch", lambda: gemv_add_residual(
+            torch.randn(1, 2048, **bf), torch.randn(2048, 2048, **bf), res, launch_next_early=True)),
     ]

@@ -39,6 +39,21 @@ def test_gemv_add_residual(device, gen, dtype, n, k):
     torch.testing.assert_close(residual, expected, **_tol(dtype))
 
 
+def test_a_product_launched_early_still_reads_what_the_one_before_wrote(device, gen):
+    """o then gate/up, as a layer runs them: with `launch_next_early` the gate/up kernel may start before
+    the o product ends (PDL on sm_90), yet must normalise the residual the o product left."""
+    bf = dict(device=device, dtype=torch.bfloat16)
+    x, residual = _rand(gen, 1, 2048).to(**bf), _rand(gen, 1, 512).to(**bf)
+    w_o, w_gu = _rand(gen, 512, 2048, scale=0.05).to(**bf), _rand(gen, 2 * 1024, 512, scale=0.05).to(**bf)
+    norm_w = torch.ones(512, **bf)
+    expected = residual.clone()
+    gemv_add_residual_ref(x, w_o, expected)
+    gemv_add_residual(x, w_o, residual, launch_next_early=True)
+    act = norm_gemv_silu_mul(residual, norm_w, 1e-5, w_gu)
+    torch.testing.assert_close(residual, expected, **_tol(torch.bfloat16))
+    torch.testing.assert_close(act, norm_gemv_silu_mul_ref(residual, norm_w, 1e-5, w_gu), **_tol(torch.bfloat16))
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
 @pytest.mark.parametrize("inter,k", [(40, 64), (300, 520)])
 def test_norm_gemv_silu_mul(device, gen, dtype, inter, k):

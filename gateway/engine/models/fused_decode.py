@@ -74,7 +74,7 @@ def _layers(model, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Te
                                  positions, inv_freq, k_cache, v_cache, slots, attn.heads, attn.kv_heads, embed)
         embed = None
         out = attn.backend.attend_stored(q.view(1, attn.heads, attn.head_dim), attn.layer, attn.scale, attn.window)
-        gemv_add_residual(out.view(1, -1), attn.o_proj.weight, residual)
+        gemv_add_residual(out.view(1, -1), attn.o_proj.weight, residual, launch_next_early=True)
         norm = layer.post_attention_layernorm
         act = norm_gemv_silu_mul(residual, norm.weight, norm.eps, mlp.gate_up_proj.weight)
         gemv_add_residual(act, mlp.down_proj.weight, residual)
